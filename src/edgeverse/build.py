@@ -1,0 +1,188 @@
+"""Scenario -> arrays: the grid, sensing masses, channel gains, per-cell costs and the twins.
+
+:func:`build_problem` turns a validated :class:`~edgeverse.scenario.Scenario` into a
+:class:`Problem` holding everything the solvers and the evaluator need, computed
+once.  All random draws come from generators seeded by ``scenario.seed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import physics
+from .channel import channel_gain
+from .grid import Grid, density_masses, sample_positions
+from .scenario import PointList, Scenario, per_server
+from .units import dbm_to_watt
+
+
+@dataclass(frozen=True)
+class Twins:
+    """The K digital twins drawn for a scenario (arrays of length K, or (K, B))."""
+
+    positions_m: np.ndarray          # (K, dim)
+    type_index: np.ndarray           # (K,) int
+    cell: np.ndarray                 # (K,) grid cell holding the PT
+    intensity_hz: np.ndarray         # (K,) mu_k
+    tx_power_w: np.ndarray           # (K,) zeta_k
+    data_size_bits: np.ndarray       # (K,) D_k
+    bandwidth_hz: np.ndarray         # (K,) W_k
+    complexity_cycles_per_bit: np.ndarray  # (K,) Gamma_k
+    rate_bps: np.ndarray             # (K, B) r_kb
+    upload_time_s: np.ndarray        # (K, B) tau^com_kb, eq. (6)
+    min_compute_hz: np.ndarray       # (K, B) Algorithm 1 line 9; inf where infeasible
+
+    @property
+    def n(self) -> int:
+        return int(self.type_index.shape[0])
+
+    @property
+    def deadline_s(self) -> np.ndarray:
+        return 1.0 / self.intensity_hz
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything a solver needs, built once from a scenario.
+
+    The sensing cost of cell i at server b is the paper's F (Sec. III):
+    ``F_ib = comm_cost_s_per_bit[i, b] + render_coeff / psi_b`` and the
+    sub-synchronization time is ``T_b = time_scale * alpha_b * sum_{i in b} m_i F_ib``.
+    """
+
+    scenario: Scenario
+    grid: Grid
+    cell_mass: np.ndarray             # (n,) share of g in each cell, sums to 1
+    server_positions_m: np.ndarray    # (B, 2)
+    server_height_m: np.ndarray       # (B,)
+    compute_hz: np.ndarray            # (B,) Psi_b
+    sensor_bandwidth_hz: np.ndarray   # (B,) W^s_b
+    noise_psd_w_per_hz: np.ndarray    # (B,)
+    sensor_noise_w: np.ndarray        # (B,) noise power of a sensor link
+    sensor_gain: np.ndarray           # (n, B) h_qb
+    sensor_snr: np.ndarray            # (n, B)
+    comm_cost_s_per_bit: np.ndarray   # (n, B) rho / (W^s_b log2(1 + SNR)), first term of F
+    twins: Twins
+    server_names: tuple[str, ...] = field(default=())
+
+    @property
+    def n_cells(self) -> int:
+        return self.grid.n_cells
+
+    @property
+    def n_servers(self) -> int:
+        return int(self.compute_hz.shape[0])
+
+    @property
+    def render_coeff(self) -> float:
+        """Lambda * rho [cycles/s per m^3-equivalent]: F's second term is render_coeff / psi_b."""
+        s = self.scenario.sensing
+        return s.render_complexity_cycles_per_bit * s.data_density_bps_per_m3
+
+    @property
+    def n_sensors(self) -> float:
+        return float(self.scenario.sensing.n_sensors)
+
+    @property
+    def cell_weight(self) -> np.ndarray:
+        """Weight of each cell in the integral (5): the sensor count Q m_i, or the mass m_i (literal)."""
+        if self.scenario.model.time_aggregation == "sensor_sum":
+            return self.n_sensors * self.cell_mass
+        return self.cell_mass
+
+    @property
+    def time_scale(self) -> float:
+        """T_b = time_scale * alpha_b * sum_{i in b} m_i F_ib  (seconds)."""
+        s = self.scenario.sensing
+        base = s.n_sensors * s.slot_s * s.volume_unit_m3  # L(alpha) = Q Delta eps alpha
+        return base * (s.n_sensors if self.scenario.model.time_aggregation == "sensor_sum" else 1.0)
+
+    def best_snr_server(self) -> np.ndarray:
+        """Server with the best channel to each cell: argmax_b h_ib xi / N0_b (bandwidth-free SNR)."""
+        return np.argmax(self.sensor_gain / self.noise_psd_w_per_hz[None, :], axis=1)
+
+    def nearest_server(self) -> np.ndarray:
+        """Server nearest (in the horizontal plane) to each cell centre."""
+        c = self.grid.centers_m()[:, :2]
+        d2 = ((c[:, None, :] - self.server_positions_m[None, :, :]) ** 2).sum(axis=2)
+        return np.argmin(d2, axis=1)
+
+
+def _heights(points_m: np.ndarray, grid: Grid, default_height_m: float) -> np.ndarray:
+    return points_m[:, 2] if grid.dim == 3 else np.full(points_m.shape[0], default_height_m)
+
+
+def link_gain(scenario: Scenario, points_m, heights_m, server_xy_m, server_height_m) -> np.ndarray:
+    """Channel gain (n, B) between points and servers under the scenario's path-loss model."""
+    p = np.asarray(points_m, dtype=float)[:, :2]
+    d2d = np.sqrt(((p[:, None, :] - server_xy_m[None, :, :]) ** 2).sum(axis=2))
+    return channel_gain(
+        scenario.channel.model,
+        distance_2d_m=d2d,
+        bs_height_m=server_height_m[None, :],
+        ut_height_m=np.asarray(heights_m, dtype=float)[:, None],
+        carrier_hz=scenario.channel.carrier_hz,
+    )
+
+
+def build_twins(scenario: Scenario, grid: Grid, servers_xy, servers_h, noise_psd_w_per_hz, rng) -> Twins:
+    """Draw the PT positions and types (seeded) and compute their link budgets and line-9 compute."""
+    tw = scenario.twins
+    k = tw.count
+    pos_rng, type_rng = [np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(2)]
+    positions = sample_positions(tw.positions, grid, k, pos_rng, scenario.base_dir)
+    if isinstance(tw.positions, PointList) and tw.positions.types is not None:
+        types = np.asarray(tw.positions.types, dtype=int)
+    else:
+        shares = np.array([t.share for t in tw.types], dtype=float)
+        types = type_rng.choice(len(shares), size=k, p=shares / shares.sum()) if k else np.zeros(0, dtype=int)
+
+    def col(name):
+        return np.array([getattr(tw.types[t], name) for t in types], dtype=float)
+
+    mu, zeta, d_bits, w_hz, gamma = (col(n) for n in ("intensity_hz", "tx_power_w", "data_size_bits",
+                                                      "bandwidth_hz", "complexity_cycles_per_bit"))
+    gain = link_gain(scenario, positions, _heights(positions, grid, tw.height_m), servers_xy, servers_h)
+    if scenario.model.twin_noise_bandwidth == "twin_band":
+        noise_w = noise_psd_w_per_hz[None, :] * w_hz[:, None]
+    else:
+        noise_w = np.broadcast_to(noise_psd_w_per_hz[None, :], gain.shape)
+    rate = physics.twin_rate_bps(w_hz[:, None], physics.snr(gain, zeta[:, None], noise_w))
+    upload = physics.twin_upload_time_s(d_bits[:, None], rate)
+    phi_min = physics.twin_min_compute_hz(gamma[:, None], d_bits[:, None], mu[:, None], rate)
+    return Twins(
+        positions_m=positions, type_index=types, cell=grid.cell_of(positions) if k else np.zeros(0, dtype=int),
+        intensity_hz=mu, tx_power_w=zeta, data_size_bits=d_bits, bandwidth_hz=w_hz,
+        complexity_cycles_per_bit=gamma, rate_bps=rate.reshape(k, -1), upload_time_s=upload.reshape(k, -1),
+        min_compute_hz=phi_min.reshape(k, -1),
+    )
+
+
+def build_problem(scenario: Scenario) -> Problem:
+    """Build all arrays of a scenario (deterministic for a given ``scenario.seed``)."""
+    grid = Grid.from_zone(scenario.zone)
+    srv = scenario.servers
+    b = srv.n
+    xy = np.asarray(srv.positions_m, dtype=float)
+    h_bs = per_server(srv.antenna_height_m, b)
+    n0 = dbm_to_watt(per_server(srv.noise_psd_dbm_per_hz, b))
+    w_s = np.asarray(srv.sensor_bandwidth_hz, dtype=float)
+    mass = density_masses(scenario.sensing.density, grid, scenario.base_dir)
+    centers = grid.centers_m()
+    sens = scenario.sensing
+    gain = link_gain(scenario, centers, _heights(centers, grid, sens.height_m), xy, h_bs)
+    noise = n0 * w_s if scenario.model.sensor_noise_bandwidth == "server_band" else n0.copy()
+    snr = physics.snr(gain, sens.tx_power_w, noise[None, :])
+    se = physics.spectral_efficiency_bps_per_hz(snr)
+    comm = physics.sensing_cost_s_per_bit(sens.data_density_bps_per_m3, w_s[None, :], se, 0.0, 1.0)
+    rng = np.random.default_rng(scenario.seed)
+    twins = build_twins(scenario, grid, xy, h_bs, n0, rng)
+    names = tuple(srv.names) if srv.names else tuple(f"S{i + 1}" for i in range(b))
+    return Problem(
+        scenario=scenario, grid=grid, cell_mass=mass, server_positions_m=xy, server_height_m=h_bs,
+        compute_hz=np.asarray(srv.compute_hz, dtype=float), sensor_bandwidth_hz=w_s, noise_psd_w_per_hz=n0,
+        sensor_noise_w=noise, sensor_gain=gain, sensor_snr=snr, comm_cost_s_per_bit=comm, twins=twins,
+        server_names=names,
+    )

@@ -1,0 +1,207 @@
+"""Association methods behind one interface.
+
+A method maps a :class:`~edgeverse.build.Problem` to a partition (cell ->
+server) plus its run record; :func:`edgeverse.solve.solve` then scores every
+method's partition with the one evaluator.
+
+* ``snr`` - the paper's baseline: each sensor to the best-SNR server.
+* ``voronoi`` - each sensor to the nearest server (reference).
+* ``paper`` - Algorithm 1 exactly as written: map (14) from the previous
+  alpha and psi, DTs to their region's server, line-9 compute, psi update;
+  stops on a fixed point or an unchanged objective, detects cycles, caps the
+  iterations, and reports which of these happened.
+* ``paper-damped`` - our stabilised variant of Algorithm 1 (not the paper's):
+  the alpha and psi fed to (14) move only part of the way towards the new
+  partition's values, the step halving whenever the fixed-point residual
+  grows, so the iteration settles on a fixed point alpha = alpha(partition(alpha)).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .build import Problem
+from .evaluate import evaluate_partition, region_masses, sensing_cost
+
+CONVERGED = "converged"
+CYCLED = "cycled"
+MAX_ITER = "max_iter"
+STALLED = "stalled"
+CLOSED_FORM = "closed_form"
+
+
+@dataclass
+class MethodResult:
+    """What a method returns: its partition and an honest record of the run."""
+
+    cell_server: np.ndarray
+    status: str
+    iterations: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+MethodFn = Callable[..., MethodResult]
+METHODS: dict[str, MethodFn] = {}
+
+
+def register(name: str) -> Callable[[MethodFn], MethodFn]:
+    def deco(fn: MethodFn) -> MethodFn:
+        METHODS[name] = fn
+        return fn
+
+    return deco
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
+
+
+def _hash(cell_server: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(cell_server, dtype=np.int32).tobytes(), digest_size=16).hexdigest()
+
+
+def map_14(problem: Problem, alpha: np.ndarray, psi_hz: np.ndarray) -> np.ndarray:
+    """Proposition 1, map (14): cell -> argmin_b alpha_b F(omega, kappa_b) (ties to the lowest index)."""
+    f = sensing_cost(problem, psi_hz)
+    with np.errstate(invalid="ignore"):
+        score = alpha[None, :] * f
+    score = np.where(np.isnan(score), 0.0, score)  # alpha_b = 0 and F = inf: the paper's product is 0
+    return np.argmin(score, axis=1)
+
+
+@register("snr")
+def snr_method(problem: Problem, **_: Any) -> MethodResult:
+    """Baseline: every sensor to the server with the best SNR; DTs follow their region."""
+    cs = problem.best_snr_server()
+    return MethodResult(cs, CLOSED_FORM, 1, message="best-SNR association (closed form)")
+
+
+@register("voronoi")
+def voronoi_method(problem: Problem, **_: Any) -> MethodResult:
+    """Reference: every sensor to the nearest server (Voronoi cells of the server sites)."""
+    cs = problem.nearest_server()
+    return MethodResult(cs, CLOSED_FORM, 1, message="nearest-server association (closed form)")
+
+
+def _record(problem: Problem, it: int, cs: np.ndarray, prev: np.ndarray | None, **more: Any) -> tuple[dict, Any]:
+    alloc, ev = evaluate_partition(problem, cs)
+    row = {
+        "iteration": it,
+        "objective_ms": ev.objective_ms,
+        "n_hosted": ev.total_hosted,
+        "cells_changed": int(np.count_nonzero(cs != prev)) if prev is not None else 0,
+        "alpha": [float(a) for a in ev.alpha],
+    }
+    row.update(more)
+    return row, alloc
+
+
+@register("paper")
+def paper_algorithm1(problem: Problem, *, max_iter: int | None = None, rel_tol: float | None = None,
+                     **_: Any) -> MethodResult:
+    """Algorithm 1 as written (Hashash et al., ICC 2023).
+
+    Initialise psi^(0) = Psi and a Voronoi partition a^(0) (line 1).  Repeat:
+    a^(nu) from (14) with alpha^(nu-1), psi^(nu-1) (line 4); alpha^(nu) (line 5);
+    DTs to their region's server with line-9 compute under the admission rule
+    (lines 6-9); psi^(nu) = Psi - sum phi (line 10); until (12) converges
+    (line 11).  Stops as ``converged`` when the partition is a fixed point or
+    the objective changes by at most ``rel_tol`` (relative), ``cycled`` when a
+    partition seen before (not the previous one) comes back, ``max_iter`` at the
+    cap.  The last iterate is returned, as the paper's line 12 does.
+    """
+    sv = problem.scenario.solver
+    max_iter = sv.max_iter if max_iter is None else int(max_iter)
+    rel_tol = sv.rel_tol if rel_tol is None else float(rel_tol)
+    cs = problem.nearest_server()
+    alpha = region_masses(problem, cs)
+    psi = problem.compute_hz.copy()  # psi^(0) = Psi_b
+    row, _ = _record(problem, 0, cs, None, note="initial Voronoi partition")
+    history = [row]
+    seen = {_hash(cs): 0}
+    prev_obj = row["objective_ms"]
+    status, message = MAX_ITER, f"no convergence within {max_iter} iterations"
+    it = 0
+    for it in range(1, max_iter + 1):
+        new = map_14(problem, alpha, psi)
+        row, alloc = _record(problem, it, new, cs)
+        history.append(row)
+        alpha = np.asarray(row["alpha"])
+        psi = alloc.psi_hz
+        obj = row["objective_ms"]
+        h = _hash(new)
+        fixed = bool(np.array_equal(new, cs))
+        cs = new
+        if fixed:
+            status, message = CONVERGED, f"fixed point of (14) after {it} iterations"
+            break
+        if np.isfinite(obj) and np.isfinite(prev_obj) and abs(obj - prev_obj) <= rel_tol * abs(prev_obj):
+            status, message = CONVERGED, f"objective changed by at most {rel_tol:g} (relative) at iteration {it}"
+            break
+        if h in seen:
+            period = it - seen[h]
+            status = CYCLED
+            message = (f"cycle of period {period}: the partition of iteration {it} repeats iteration {seen[h]}; "
+                       f"objective oscillates between {min(r['objective_ms'] for r in history[seen[h]:]):.4g} and "
+                       f"{max(r['objective_ms'] for r in history[seen[h]:]):.4g} ms")
+            break
+        seen[h] = it
+        prev_obj = obj
+    return MethodResult(cs, status, it, history, message)
+
+
+@register("paper-damped")
+def paper_damped(problem: Problem, *, max_iter: int | None = None, step: float = 0.5, min_step: float = 1e-4,
+                 **_: Any) -> MethodResult:
+    """Stabilised Algorithm 1 (ours): damped fixed-point iteration on (alpha, psi).
+
+    The alpha and psi used in (14) are moved a step ``lambda`` towards those of
+    the partition they produce: alpha <- alpha + lambda (alpha(a) - alpha), the
+    same for psi.  ``lambda`` halves whenever the residual ||alpha(a) - alpha||_1
+    grows.  Converged when the residual is at most twice the largest cell mass
+    (a fixed point of (14) up to one cell of the grid); ``stalled`` when
+    ``lambda`` falls below ``min_step`` first; ``max_iter`` at the cap.
+    """
+    sv = problem.scenario.solver
+    max_iter = max(sv.max_iter, 200) if max_iter is None else int(max_iter)
+    cs = problem.nearest_server()
+    alloc0, _ = evaluate_partition(problem, cs)
+    alpha = region_masses(problem, cs)
+    psi = alloc0.psi_hz.copy()
+    tol = 2.0 * float(problem.cell_mass.max())
+    row, _ = _record(problem, 0, cs, None, residual=None, step=step, note="initial Voronoi partition")
+    history = [row]
+    lam = float(step)
+    prev_res = np.inf
+    status, message = MAX_ITER, f"residual above {tol:.3g} after {max_iter} iterations"
+    it = 0
+    best = (np.inf, cs)
+    for it in range(1, max_iter + 1):
+        new = map_14(problem, alpha, psi)
+        alloc, _ = evaluate_partition(problem, new)
+        m = region_masses(problem, new)
+        res = float(np.abs(m - alpha).sum())
+        row, _ = _record(problem, it, new, cs, residual=res, step=lam)
+        history.append(row)
+        cs = new
+        if res < best[0]:
+            best = (res, new)
+        if res <= tol:
+            status, message = CONVERGED, f"fixed point of (14) within {res:.3g} mass (tolerance {tol:.3g}) at iteration {it}"
+            break
+        if res > prev_res:
+            lam *= 0.5
+            if lam < min_step:
+                status = STALLED
+                message = f"step fell below {min_step:g}; best fixed-point residual {best[0]:.3g} (tolerance {tol:.3g})"
+                break
+        prev_res = res
+        alpha = alpha + lam * (m - alpha)
+        psi = psi + lam * (alloc.psi_hz - psi)
+    return MethodResult(cs, status, it, history, message, extra={"fixed_point_residual": float(history[-1]["residual"])})
