@@ -1,0 +1,272 @@
+"""Solutions: running a method, the result tables, and their files.
+
+:func:`solve` runs any method and scores its partition with the one evaluator.
+A :class:`Solution` writes ``solution.json`` (strict JSON: infinities become
+``null``, never NaN), ``servers.csv``, ``twins.csv`` and ``timing.json`` (the
+wall time, kept apart so that the other files are byte-identical for a seed),
+and :func:`load_solution` reads them back.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .build import Problem, build_problem
+from .errors import EdgeverseError, ScenarioError
+from .evaluate import Allocation, Evaluation, evaluate, evaluate_partition
+from .methods import METHODS, MethodResult
+from .scenario import Scenario
+
+SERVER_COLUMNS = [
+    "server", "name", "x_m", "y_m", "compute_hz", "sensor_bandwidth_hz", "alpha", "n_sensors", "n_cells",
+    "n_dt_in_region", "n_dt_hosted", "phi_sum_hz", "psi_hz", "T_ms", "no_render_compute",
+]
+TWIN_COLUMNS = [
+    "twin", "type", "x_m", "y_m", "z_m", "cell", "server", "hosted", "reason", "rate_bps", "tau_com_ms",
+    "tau_cmp_ms", "tau_sync_ms", "deadline_ms", "min_compute_hz", "phi_hz",
+]
+
+
+@dataclass
+class Solution:
+    """A method's partition, DT hosting, compute split, score and run record."""
+
+    method: str
+    problem: Problem
+    cell_server: np.ndarray
+    allocation: Allocation
+    evaluation: Evaluation
+    status: str
+    iterations: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.problem.scenario
+
+    @property
+    def objective_ms(self) -> float:
+        return self.evaluation.objective_ms
+
+    @property
+    def n_hosted(self) -> int:
+        return self.evaluation.total_hosted
+
+    # ------------------------------------------------------------------ tables
+    def server_rows(self) -> list[dict[str, Any]]:
+        p, ev = self.problem, self.evaluation
+        rows = []
+        for b in range(p.n_servers):
+            rows.append({
+                "server": b, "name": p.server_names[b],
+                "x_m": float(p.server_positions_m[b, 0]), "y_m": float(p.server_positions_m[b, 1]),
+                "compute_hz": float(p.compute_hz[b]), "sensor_bandwidth_hz": float(p.sensor_bandwidth_hz[b]),
+                "alpha": float(ev.alpha[b]), "n_sensors": float(ev.n_sensors[b]), "n_cells": int(ev.n_cells[b]),
+                "n_dt_in_region": int(ev.n_candidates[b]), "n_dt_hosted": int(ev.n_hosted[b]),
+                "phi_sum_hz": float(ev.phi_sum_hz[b]), "psi_hz": float(ev.psi_hz[b]),
+                "T_ms": float(ev.server_time_ms[b]), "no_render_compute": bool(ev.no_render_compute[b]),
+            })
+        return rows
+
+    def twin_rows(self) -> list[dict[str, Any]]:
+        p, ev, al = self.problem, self.evaluation, self.allocation
+        tw = p.twins
+        names = [t.name for t in p.scenario.twins.types]
+        rows = []
+        for k in range(tw.n):
+            s = int(al.twin_server[k])
+            pos = tw.positions_m[k]
+            rows.append({
+                "twin": k, "type": names[int(tw.type_index[k])],
+                "x_m": float(pos[0]), "y_m": float(pos[1]),
+                "z_m": float(pos[2]) if pos.shape[0] > 2 else float(p.scenario.twins.height_m),
+                "cell": int(tw.cell[k]), "server": s, "hosted": bool(al.hosted[k]), "reason": str(al.reason[k]),
+                "rate_bps": float(ev.twin_rate_bps[k]), "tau_com_ms": float(ev.twin_upload_s[k] * 1e3),
+                "tau_cmp_ms": float(ev.twin_compute_s[k] * 1e3), "tau_sync_ms": float(ev.twin_sync_s[k] * 1e3),
+                "deadline_ms": float(tw.deadline_s[k] * 1e3), "min_compute_hz": float(tw.min_compute_hz[k, s]),
+                "phi_hz": float(al.phi_hz[k]),
+            })
+        return rows
+
+    def reason_counts(self) -> dict[str, int]:
+        vals, counts = np.unique(self.allocation.reason, return_counts=True)
+        return {str(v): int(c) for v, c in zip(vals, counts)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in ``solution.json`` (no wall time: files are reproducible byte for byte)."""
+        return {
+            "method": self.method,
+            "scenario_name": self.scenario.name,
+            "edgeverse_version": __version__,
+            "objective_ms": self.objective_ms,
+            "status": self.status,
+            "iterations": self.iterations,
+            "message": self.message,
+            "n_twins": self.problem.twins.n,
+            "n_hosted": self.n_hosted,
+            "reasons": self.reason_counts(),
+            "violations": list(self.evaluation.violations),
+            "extra": self.extra,
+            "servers": self.server_rows(),
+            "twins": self.twin_rows(),
+            "history": self.history,
+            "grid_shape": list(self.problem.grid.shape),
+            "cell_server": [int(v) for v in self.cell_server],
+            "scenario": self.scenario.to_dict(),
+        }
+
+    # ------------------------------------------------------------------ files
+    def save(self, out_dir: str | Path, *, figure: bool = True) -> Path:
+        """Write the solution files (atomically: each file appears whole or not at all)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "solution.json", dumps_strict(self.to_dict()))
+        atomic_write_text(out / "servers.csv", rows_to_csv(self.server_rows(), SERVER_COLUMNS))
+        atomic_write_text(out / "twins.csv", rows_to_csv(self.twin_rows(), TWIN_COLUMNS))
+        atomic_write_text(out / "timing.json", dumps_strict({"method": self.method, "wall_time_s": self.wall_time_s}))
+        if figure:
+            from .plot import save_partition_map  # matplotlib only when asked
+
+            save_partition_map(self, out / "partition.png")
+        return out
+
+    def summary(self) -> str:
+        """A readable per-server table and the headline numbers."""
+        lines = [
+            f"method {self.method} on scenario {self.scenario.name!r} (seed {self.scenario.seed}): status {self.status}, "
+            f"{self.iterations} iteration(s), {self.wall_time_s * 1e3:.1f} ms wall",
+            f"  {self.message}" if self.message else "",
+            f"average sub-synchronization time (9a): {fmt_ms(self.objective_ms)} ms, "
+            f"DTs hosted {self.n_hosted}/{self.problem.twins.n}",
+        ]
+        hdr = f"{'server':>8} {'alpha':>7} {'sensors':>9} {'DTs in':>7} {'hosted':>7} {'sum phi GHz':>12} {'psi GHz':>8} {'T_b ms':>10}"
+        lines += ["", hdr, "-" * len(hdr)]
+        for r in self.server_rows():
+            flag = "  NO RENDER COMPUTE" if r["no_render_compute"] else ""
+            lines.append(
+                f"{r['name']:>8} {r['alpha']:7.4f} {r['n_sensors']:9.1f} {r['n_dt_in_region']:7d} {r['n_dt_hosted']:7d} "
+                f"{r['phi_sum_hz'] / 1e9:12.3f} {r['psi_hz'] / 1e9:8.3f} {fmt_ms(r['T_ms']):>10}{flag}"
+            )
+        rc = self.reason_counts()
+        if rc:
+            lines += ["", "DTs by outcome: " + ", ".join(f"{k} {v}" for k, v in sorted(rc.items()))]
+        if self.evaluation.violations:
+            lines += ["CONSTRAINT VIOLATIONS:"] + [f"  {v}" for v in self.evaluation.violations]
+        return "\n".join(line for line in lines if line is not None)
+
+
+def fmt_ms(x: float) -> str:
+    return "inf" if not math.isfinite(x) else f"{x:.4f}"
+
+
+def solve(scenario: Scenario | Problem, method: str, **options: Any) -> Solution:
+    """Run ``method`` on a scenario (or a built problem) and score it with the evaluator.
+
+    Examples
+    --------
+    >>> from edgeverse import get_preset
+    >>> sol = solve(get_preset("paper"), "snr")
+    >>> sol.status, round(sol.objective_ms, 3), sol.n_hosted
+    ('closed_form', 23.282, 0)
+    """
+    if method not in METHODS:
+        raise EdgeverseError(f"method: got {method!r}; available methods: {', '.join(METHODS)}")
+    problem = scenario if isinstance(scenario, Problem) else build_problem(scenario)
+    t0 = time.perf_counter()
+    res: MethodResult = METHODS[method](problem, **options)
+    alloc, ev = evaluate_partition(problem, res.cell_server)
+    wall = time.perf_counter() - t0
+    return Solution(method, problem, np.asarray(res.cell_server, dtype=int), alloc, ev, res.status, res.iterations,
+                    res.history, res.message, res.extra, wall)
+
+
+# ---------------------------------------------------------------------- I/O helpers
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj
+
+
+def dumps_strict(obj: Any) -> str:
+    """Strict JSON (non-finite floats written as null)."""
+    return json.dumps(_finite(obj), indent=1, allow_nan=False) + "\n"
+
+
+def rows_to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: (repr(v) if isinstance(v, float) else v) for c, v in r.items()})
+    return buf.getvalue()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: never a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_solution(path: str | Path) -> Solution:
+    """Read a saved solution (folder or its ``solution.json``) and re-score it with the evaluator.
+
+    The scenario is rebuilt from the saved configuration (same seed, so the same
+    twins), and the saved assignment and compute split are evaluated again.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "solution.json"
+    if not p.exists():
+        raise EdgeverseError(f"solution file {str(p)!r} does not exist")
+    data = json.loads(p.read_text(encoding="utf-8"))
+    for key in ("method", "scenario", "cell_server", "twins", "servers"):
+        if key not in data:
+            raise EdgeverseError(f"{p}: not an edgeverse solution (missing key {key!r})")
+    scenario = Scenario.from_dict(data["scenario"])
+    problem = build_problem(scenario)
+    cs = np.asarray(data["cell_server"], dtype=int)
+    if cs.shape != (problem.n_cells,):
+        raise ScenarioError(f"{p}: cell_server has {cs.shape[0]} entries; the grid has {problem.n_cells} cells")
+    tw = data["twins"]
+    ts = np.array([t["server"] for t in tw], dtype=int)
+    hosted = np.array([t["hosted"] for t in tw], dtype=bool)
+    phi = np.array([t["phi_hz"] for t in tw], dtype=float)
+    reason = np.array([t["reason"] for t in tw], dtype=str)
+    psi = np.array([s["psi_hz"] for s in data["servers"]], dtype=float)
+    alloc = Allocation(twin_server=ts, hosted=hosted, phi_hz=phi, psi_hz=psi, reason=reason)
+    ev = evaluate(problem, cs, ts, hosted, phi, psi)
+    wall = 0.0
+    timing = p.parent / "timing.json"
+    if timing.exists():
+        wall = float(json.loads(timing.read_text()).get("wall_time_s") or 0.0)
+    return Solution(data["method"], problem, cs, alloc, ev, data["status"], int(data["iterations"]),
+                    data.get("history", []), data.get("message", ""), data.get("extra", {}), wall)
