@@ -32,7 +32,7 @@ def free_space_path_loss_db(distance_m: npt.ArrayLike, carrier_hz: float) -> np.
     Examples
     --------
     >>> round(float(free_space_path_loss_db(1000.0, 3.5e9)), 2)
-    103.32
+    103.33
     """
     d = np.maximum(np.asarray(distance_m, dtype=float), MIN_DISTANCE_M)
     return 20.0 * np.log10(4.0 * np.pi * d * carrier_hz / SPEED_OF_LIGHT_M_PER_S)
@@ -57,7 +57,7 @@ def uma_los_path_loss_db(distance_2d_m, bs_height_m, ut_height_m, carrier_hz) ->
     Examples
     --------
     >>> round(float(uma_los_path_loss_db(100.0, 25.0, 1.5, 3.5e9)), 2)
-    79.0
+    83.14
     """
     d2, d3, dh = _distances(distance_2d_m, bs_height_m, ut_height_m)
     fc_ghz = carrier_hz / 1e9

@@ -149,7 +149,8 @@ def evaluate(
     )  # (3)
     t_sync = physics.sensor_sync_time_s(t_com, t_cmp)  # (4)
     weight = problem.cell_weight
-    contrib = np.where(weight > 0, t_sync * np.where(weight > 0, weight, 0.0), 0.0)
+    contrib = np.zeros(problem.n_cells)
+    np.multiply(t_sync, weight, out=contrib, where=weight > 0)
     t_b = np.bincount(cs, weights=contrib, minlength=b)  # (5)
     no_render = (alpha > 0) & (np.asarray(psi_hz) <= 0)
     objective_ms = float(t_b.mean() * 1e3)

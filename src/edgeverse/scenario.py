@@ -268,39 +268,45 @@ def _child(node: Any, key: str, prefix: str, path: str) -> Any:
 
 
 # --------------------------------------------------------------------------- errors
+_TYPE_ONLY = {"list_type", "float_type", "int_type", "dict_type", "model_type", "string_type"}
+
+
 def _loc_to_path(loc: tuple) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("gaussian_mixture", "uniform", "array", "points", "function-after", "float", "list[float]"):
-            # discriminated-union / union branch tags: not part of the user's path
-            continue
-        elif "[" in str(part) and "]" in str(part):
-            continue
+        elif part in ("gaussian_mixture", "uniform", "array", "points"):
+            continue  # discriminated-union tags are not part of the user's path
+        elif any(ch in str(part) for ch in "[]-"):
+            continue  # union member tags such as 'constrained-float', 'list[...]'
         else:
             out += ("." if out else "") + str(part)
     return out or "scenario"
 
 
 def _scenario_error(exc: ValidationError) -> ScenarioError:
-    seen: dict[str, str] = {}
+    by_path: dict[str, list[tuple[str, str]]] = {}
     for err in exc.errors(include_url=False):
         path = _loc_to_path(err["loc"])
-        value = err.get("input")
-        shown = _short(value)
+        shown = _short(err.get("input"))
         msg = err["msg"]
         if err["type"] == "missing":
             text = f"{path}: required field is missing"
         elif err["type"] == "extra_forbidden":
             text = f"{path}: unknown field (value {shown}); check the spelling against `edgeverse show-config`"
-        elif err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
+        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             text = f"{path}: {msg}"
         else:
             text = f"{path}: got {shown}; {msg[0].lower() + msg[1:]}"
-        # unions report one error per branch; keep the first per path
-        seen.setdefault(path, text)
-    errors = list(seen.items())
+        by_path.setdefault(path, []).append((err["type"], text))
+    errors = []
+    for path, items in by_path.items():
+        if all(typ in _TYPE_ONLY for typ, _ in items) and any(o.startswith(path + "[") for o in by_path):
+            continue  # the list branch already reports the element that is wrong
+        # a scalar-or-list field reports one error per branch: keep the informative one
+        best = [t for typ, t in items if typ not in _TYPE_ONLY] or [t for _, t in items]
+        errors.append((path, best[0]))
     lines = "\n  ".join(t for _, t in errors)
     return ScenarioError(f"invalid scenario ({len(errors)} problem{'s' * (len(errors) > 1)}):\n  {lines}", errors)
 

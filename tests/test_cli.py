@@ -1,0 +1,55 @@
+"""The command line as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import yaml
+
+from edgeverse.cli import main
+from edgeverse.scenario import Scenario
+
+
+def test_solve_preset_prints_table_and_writes_files(tmp_path, capsys):
+    assert main(["solve", "--preset", "paper", "--method", "snr", "--out", str(tmp_path), "--set", "zone.cells=[20,20]"]) == 0
+    out = capsys.readouterr().out
+    assert "average sub-synchronization time (9a)" in out and "T_b ms" in out
+    assert "deadline_infeasible 60" in out
+    for name in ("solution.json", "servers.csv", "twins.csv", "timing.json", "partition.png"):
+        assert (tmp_path / name).exists(), name
+    data = json.loads((tmp_path / "solution.json").read_text())
+    assert data["method"] == "snr" and data["status"] == "closed_form"
+    assert (tmp_path / "servers.csv").read_text().splitlines()[0].startswith("server,name,x_m,y_m")
+
+
+def test_solve_paper_method_reports_cycle(tmp_path, capsys):
+    assert main(["solve", "--preset", "paper", "--method", "paper", "--out", str(tmp_path), "--no-figure"]) == 0
+    assert "status cycled" in capsys.readouterr().out
+
+
+def test_presets_and_show_config(capsys, tmp_path):
+    assert main(["presets"]) == 0
+    assert "paper" in capsys.readouterr().out
+    assert main(["show-config", "--preset", "paper"]) == 0
+    text = capsys.readouterr().out
+    assert "CHOICE" in text  # the choices where the paper is silent are written beside the values
+    f = tmp_path / "mine.yaml"
+    f.write_text(text.replace("count: 60", "count: 5"))
+    assert main(["solve", str(f), "--method", "voronoi", "--out", str(tmp_path / "o"), "--no-figure"]) == 0
+    assert json.loads((tmp_path / "o" / "solution.json").read_text())["n_twins"] == 5
+    assert Scenario.from_dict(yaml.safe_load(text)).name == "paper"
+
+
+def test_bad_input_is_one_line_error_not_traceback(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("base: paper\nservers:\n  compute_hz: [8e9, 8e9, 16e9]\n")
+    r = subprocess.run([sys.executable, "-m", "edgeverse", "solve", str(f), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "servers.compute_hz: got 3 entries; must have one per server (4" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+    r = subprocess.run([sys.executable, "-m", "edgeverse", "solve", "--method", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--method: got 'nope'; available:" in r.stderr

@@ -1,0 +1,130 @@
+"""Validation: every bad input gets one clear error naming field, value and what is allowed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from edgeverse import ScenarioError, get_preset, load_scenario, preset_names
+from edgeverse.scenario import Scenario, preset_text
+
+BAD = [
+    ({"servers.sensor_bandwidth_hz": [0, 1e7, 2e7, 2e7]}, r"servers\.sensor_bandwidth_hz\[0\]: got 0; input should be greater than 0"),
+    ({"twins.types.1.bandwidth_hz": -1e6}, r"twins\.types\[1\]\.bandwidth_hz: got -1000000\.0; input should be greater than 0"),
+    ({"sensing.tx_power_w": 0}, r"sensing\.tx_power_w: got 0; input should be greater than 0"),
+    ({"twins.types.2.tx_power_w": -0.3}, r"twins\.types\[2\]\.tx_power_w: got -0\.3; input should be greater than 0"),
+    ({"servers.compute_hz": [8e9, -8e9, 16e9, 16e9]}, r"servers\.compute_hz\[1\]: got -8000000000\.0; input should be greater than 0"),
+    ({"servers.compute_hz": [8e9, 0, 16e9, 16e9]}, r"servers\.compute_hz\[1\]: got 0; input should be greater than 0"),
+    ({"sensing.data_density_bps_per_m3": float("nan")}, r"sensing\.data_density_bps_per_m3: got nan; input should be a finite number"),
+    ({"twins.types.0.bandwidth_hz": float("inf")}, r"twins\.types\[0\]\.bandwidth_hz: got inf; input should be a finite number"),
+    ({"servers.positions_m.0": [float("nan"), 3.0]}, r"servers\.positions_m\[0\]\[0\]: got nan; input should be a finite number"),
+    ({"sensing.n_sensors": "nan"}, r"sensing\.n_sensors: got 'nan'; input should be a finite number"),
+    ({"servers.positions_m.2": [2500, 100]}, r"servers\.positions_m\[2\]: got \[2500\.0, 100\.0\], outside the zone x in \[0, 2000\] m"),
+    ({"servers.positions_m.3": [500, 500]}, r"servers\.positions_m\[3\]: got \[500\.0, 500\.0\], the same position as servers\.positions_m\[0\]"),
+    ({"servers.compute_hz": [8e9, 8e9, 16e9]}, r"servers\.compute_hz: got 3 entries; must have one per server \(4"),
+    ({"servers.sensor_bandwidth_hz": [1e7] * 5}, r"servers\.sensor_bandwidth_hz: got 5 entries; must have one per server \(4"),
+    ({"servers.antenna_height_m": [25, 25]}, r"servers\.antenna_height_m: got 2 entries; must have one per server"),
+    ({"sensing.density.components.0.mean_m": [1e6, 1e6], "sensing.density.components.0.std_m": 10.0},
+     r"sensing\.density\.components\[0\]: mean \[1000000\.0, 1000000\.0\] m, std 10\.0 m integrates to 0 over the zone"),
+    ({"sensing.density.components.0.std_m": 0}, r"sensing\.density\.components\[0\]\.std_m: got 0; input should be greater than 0"),
+    ({"zone.cells": [0, 100]}, r"zone\.cells\[0\]: got 0; input should be greater than or equal to 1"),
+    ({"zone.cells": []}, r"zone\.cells: got 0 entries; must match zone\.size_m \(2 axes\)"),
+    ({"sensing.n_sensors": "lots"}, r"sensing\.n_sensors: got 'lots'; input should be a valid number"),
+    ({"sensing.slot": 1e-3}, r"sensing\.slot: unknown field"),
+    ({"channel.model": "hata"}, r"channel\.model: got 'hata'; input should be 'free_space', '3gpp_uma_los'"),
+    ({"twins.count": -1}, r"twins\.count: got -1; input should be greater than or equal to 0"),
+    ({"twins.positions.components.0.mean_m": [9e6, 9e6]}, r"twins\.positions\.components\[0\]: .* integrates to 0 over the zone"),
+    ({"model.min_render_fraction": 1.0}, r"model\.min_render_fraction: got 1\.0; input should be less than 1"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD, ids=[m[:40] for _, m in BAD])
+def test_bad_input_names_field_value_and_rule(paper, overrides, message):
+    with pytest.raises(ScenarioError, match=message) as info:
+        paper.with_overrides(overrides)
+    assert info.value.errors, "errors list is filled"
+    assert "Traceback" not in str(info.value)
+
+
+def test_numbers_as_strings_are_numbers(paper):
+    s = paper.with_overrides({"servers.sensor_bandwidth_hz": ["10e6", "1e7", 2e7, "20e6"], "sensing.n_sensors": "25000"})
+    assert s.servers.sensor_bandwidth_hz == [1e7, 1e7, 2e7, 2e7]
+    assert s.sensing.n_sensors == 25000.0
+
+
+def test_yaml_string_number_from_file(tmp_path):
+    # YAML 1.1 reads 20e6 (no dot) as a string: it must still be accepted as a number
+    text = preset_text("paper").replace("sensor_bandwidth_hz: [1.0e+7, 1.0e+7, 2.0e+7, 2.0e+7]",
+                                        "sensor_bandwidth_hz: [10e6, 10e6, 20e6, 20e6]")
+    assert "10e6" in text
+    f = tmp_path / "s.yaml"
+    f.write_text(text)
+    assert load_scenario(f).servers.sensor_bandwidth_hz == [1e7, 1e7, 2e7, 2e7]
+
+
+def test_array_density_errors(paper, tmp_path):
+    with pytest.raises(ScenarioError, match=r"sensing\.density: sums to 0 over the zone"):
+        paper.with_overrides({"zone.cells": [2, 2], "sensing.density": {"kind": "array", "values": [[0, 0], [0, 0]]}})
+    with pytest.raises(ScenarioError, match=r"shape \(3,\); must have the grid's shape zone\.cells = \(2, 2\)"):
+        paper.with_overrides({"zone.cells": [2, 2], "sensing.density": {"kind": "array", "values": [1, 2, 3]}})
+    with pytest.raises(ScenarioError, match=r"contains negative values"):
+        paper.with_overrides({"zone.cells": [2, 2], "sensing.density": {"kind": "array", "values": [[1, -1], [0, 1]]}})
+    np.save(tmp_path / "g.npy", np.ones((2, 2)))
+    f = tmp_path / "s.yaml"
+    data = yaml.safe_load(preset_text("paper"))
+    data["zone"]["cells"] = [2, 2]
+    data["sensing"]["density"] = {"kind": "array", "file": "g.npy"}
+    f.write_text(yaml.safe_dump(data))
+    assert load_scenario(f).sensing.density.file == "g.npy"
+    data["sensing"]["density"]["file"] = "missing.npy"
+    f.write_text(yaml.safe_dump(data))
+    with pytest.raises(ScenarioError, match=r"sensing\.density\.file: 'missing\.npy' does not exist"):
+        load_scenario(f)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ScenarioError, match="does not exist"):
+        load_scenario(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("zone: [1, 2\n")
+    with pytest.raises(ScenarioError, match="is not valid YAML"):
+        load_scenario(bad)
+    other = tmp_path / "s.json"
+    other.write_text("{}")
+    with pytest.raises(ScenarioError, match="unknown extension '.json'"):
+        load_scenario(other)
+
+
+def test_toml_and_base(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('base = "paper"\nseed = 7\n[twins]\ncount = 12\n')
+    s = load_scenario(f)
+    assert (s.seed, s.twins.count, s.servers.n) == (7, 12, 4)
+
+
+def test_preset_is_section_iv_exactly(paper):
+    assert preset_names()[0] == "paper"
+    assert paper.servers.compute_hz == [8e9, 8e9, 16e9, 16e9]
+    assert paper.servers.sensor_bandwidth_hz == [1e7, 1e7, 2e7, 2e7]
+    assert paper.servers.noise_psd_dbm_per_hz == -170.0
+    s = paper.sensing
+    assert (s.n_sensors, s.slot_s, s.volume_unit_m3, s.tx_power_w, s.data_density_bps_per_m3,
+            s.render_complexity_cycles_per_bit) == (25000, 1e-3, 0.01, 1e-3, 50.0, 5000.0)
+    assert s.density.components[0].mean_m == [750.0, 750.0]
+    t = paper.twins
+    assert [x.intensity_hz for x in t.types] == [10.0, 100.0, 1000.0]
+    assert [x.tx_power_w for x in t.types] == [0.1, 0.2, 0.3]
+    assert {(x.data_size_bits, x.bandwidth_hz, x.complexity_cycles_per_bit) for x in t.types} == {(1e7, 1e6, 1e4)}
+    assert paper.zone.size_m == [2000.0, 2000.0] and t.count == 60
+
+
+def test_show_config_round_trip(paper):
+    assert Scenario.from_dict(yaml.safe_load(paper.to_yaml())) == paper
+
+
+def test_override_errors(paper):
+    with pytest.raises(ScenarioError, match=r"twins\.typo: unknown field"):
+        paper.with_overrides({"twins.typo": 3})
+    with pytest.raises(ScenarioError, match=r"index 9 out of range; the list has 3 entries"):
+        paper.with_overrides({"twins.types.9.share": 1})
