@@ -48,6 +48,29 @@ def region_masses(problem: Problem, cell_server: np.ndarray) -> np.ndarray:
     return np.bincount(cell_server, weights=problem.cell_mass, minlength=problem.n_servers)
 
 
+def admit(need_hz: np.ndarray, budget_hz: float) -> np.ndarray:
+    """The admission rule at one server: which of these DTs (least compute ``need_hz``) are hosted.
+
+    Infinite needs (deadline infeasible) are never admitted; the finite ones are
+    admitted cheapest first (ties by position) while their sum stays within the budget.
+
+    >>> admit(np.array([3.0, np.inf, 1.0, 2.0]), 3.5).tolist()
+    [False, False, True, True]
+    """
+    need = np.asarray(need_hz, dtype=float)
+    hosted = np.zeros(need.shape[0], dtype=bool)
+    finite = np.flatnonzero(np.isfinite(need))
+    if finite.size:
+        order = finite[np.argsort(need[finite], kind="stable")]
+        hosted[order[np.cumsum(need[order]) <= budget_hz]] = True
+    return hosted
+
+
+def render_budget_hz(problem: Problem) -> np.ndarray:
+    """Compute each server may give to DTs: (1 - min_render_fraction) Psi_b."""
+    return (1.0 - problem.scenario.model.min_render_fraction) * problem.compute_hz
+
+
 def allocate(problem: Problem, cell_server: np.ndarray) -> Allocation:
     """Host DTs at their region's server under the admission rule; split compute (Alg. 1 lines 6-10)."""
     tw = problem.twins
@@ -55,18 +78,12 @@ def allocate(problem: Problem, cell_server: np.ndarray) -> Allocation:
     server = np.asarray(cell_server)[tw.cell] if k else np.zeros(0, dtype=int)
     need = tw.min_compute_hz[np.arange(k), server] if k else np.zeros(0)
     hosted = np.zeros(k, dtype=bool)
-    reason = np.full(k, DEADLINE_INFEASIBLE, dtype=object)
-    budget = (1.0 - problem.scenario.model.min_render_fraction) * problem.compute_hz
-    feasible = np.isfinite(need)
-    reason[feasible] = COMPUTE_EXHAUSTED
+    budget = render_budget_hz(problem)
     for s in range(b):
-        idx = np.flatnonzero(feasible & (server == s))
-        if idx.size == 0:
-            continue
-        order = idx[np.lexsort((idx, need[idx]))]
-        ok = order[np.cumsum(need[order]) <= budget[s]]
-        hosted[ok] = True
-    reason[hosted] = HOSTED
+        idx = np.flatnonzero(server == s)
+        if idx.size:
+            hosted[idx] = admit(need[idx], budget[s])
+    reason = np.where(hosted, HOSTED, np.where(np.isfinite(need), COMPUTE_EXHAUSTED, DEADLINE_INFEASIBLE))
     phi = np.where(hosted, need, 0.0)
     psi = problem.compute_hz - np.bincount(server, weights=phi, minlength=b)
     return Allocation(twin_server=server, hosted=hosted, phi_hz=phi, psi_hz=psi, reason=reason.astype(str))
