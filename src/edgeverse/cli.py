@@ -39,7 +39,7 @@ def cmd_solve(args) -> int:
             raise EdgeverseError(f"--method: got {m!r}; available: {', '.join(METHODS)}, all")
     out = Path(args.out)
     for m in methods:
-        sol = solve(scn, m)
+        sol = solve(scn, m, polish=args.polish)
         target = out / m if len(methods) > 1 else out
         sol.save(target, figure=not args.no_figure)
         print(sol.summary())
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="out", help="output folder (default: out)")
     s.add_argument("--seed", type=int, help="override the scenario's seed")
     s.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field by dotted path")
+    s.add_argument("--polish", action="store_true",
+                   help="pass the result through the single-cell-move local search (fair comparisons)")
     s.add_argument("--no-figure", action="store_true", help="skip the partition map PNG")
     s.set_defaults(func=cmd_solve)
 

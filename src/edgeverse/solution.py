@@ -174,8 +174,14 @@ def fmt_ms(x: float) -> str:
     return "inf" if not math.isfinite(x) else f"{x:.4f}"
 
 
-def solve(scenario: Scenario | Problem, method: str, **options: Any) -> Solution:
+def solve(scenario: Scenario | Problem, method: str, *, polish: bool = False, certify: bool = True,
+          **options: Any) -> Solution:
     """Run ``method`` on a scenario (or a built problem) and score it with the evaluator.
+
+    ``polish=True`` passes the method's partition through the single-cell-move
+    local search (:func:`edgeverse.local_search.polish`), so that methods can be
+    compared at a common local optimality; ``certify`` records the single-move
+    certificate (largest decrease one cell move still offers) in ``extra``.
 
     Examples
     --------
@@ -189,10 +195,25 @@ def solve(scenario: Scenario | Problem, method: str, **options: Any) -> Solution
     problem = scenario if isinstance(scenario, Problem) else build_problem(scenario)
     t0 = time.perf_counter()
     res: MethodResult = METHODS[method](problem, **options)
-    alloc, ev = evaluate_partition(problem, res.cell_server)
+    cs = np.asarray(res.cell_server, dtype=int)
+    extra = dict(res.extra)
+    message = res.message
+    name = method
+    if polish:
+        from .local_search import polish as _polish
+
+        before = evaluate_partition(problem, cs)[1].objective_ms
+        cs, n_moves, _ = _polish(problem, cs)
+        extra["polish"] = {"objective_before_ms": before, "moves": int(n_moves)}
+        message += f"; polished with {n_moves} single-cell moves"
+        name = f"{method}+polish"
+    alloc, ev = evaluate_partition(problem, cs)
     wall = time.perf_counter() - t0
-    return Solution(method, problem, np.asarray(res.cell_server, dtype=int), alloc, ev, res.status, res.iterations,
-                    res.history, res.message, res.extra, wall)
+    if certify and "certificate" not in extra:
+        from .local_search import certificate
+
+        extra["certificate"] = certificate(problem, cs).to_dict()
+    return Solution(name, problem, cs, alloc, ev, res.status, res.iterations, res.history, message, extra, wall)
 
 
 # ---------------------------------------------------------------------- I/O helpers
