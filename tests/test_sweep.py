@@ -1,0 +1,194 @@
+"""`edgeverse sweep`: sweep files, the result store, executors, restarts after SIGKILL, summary."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgeverse.cli import main
+from edgeverse.errors import ScenarioError
+from edgeverse.store import DB_NAME
+from edgeverse.sweep import Range, expand, load_results, run_sweep, summarize
+
+SMALL = {"zone.cells": [20, 20]}
+
+
+def write_sweep(tmp_path: Path, name: str = "sweep.yaml", **fields) -> Path:
+    spec = {"name": "t", "base": "paper", "overrides": dict(SMALL), "axes": {"twins.count": [30, 60]},
+            "seeds": 2, "methods": ["snr", "paper-damped"]}
+    spec.update(fields)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+def table(out: Path):
+    """The final table without the (machine-dependent) wall time."""
+    return load_results(out).drop(columns=["wall_time_s"])
+
+
+def row_counts(out: Path) -> tuple[int, int]:
+    con = sqlite3.connect(f"file:{out / DB_NAME}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM points").fetchone()
+    finally:
+        con.close()
+
+
+# --------------------------------------------------------------------------- the sweep file
+def test_expand_product_ranges_and_int_axes(tmp_path):
+    sw = expand({"base": "paper", "overrides": SMALL,
+                 "axes": {"twins.count": {"start": 50, "stop": 200, "step": 50},
+                          "sensing.density.components.0.std_m": {"start": 0.1e3, "stop": 0.5e3, "num": 3}},
+                 "seeds": [3, 7], "methods": ["snr", "paper"]})
+    assert sw.axes["twins.count"] == [50, 100, 150, 200]
+    assert all(type(v) is int for v in sw.axes["twins.count"])
+    assert sw.axes["sensing.density.components.0.std_m"] == [100.0, 300.0, 500.0]
+    assert len(sw.points) == 4 * 3 * 2 * 2
+    assert len({p.key for p in sw.points}) == len(sw.points)
+    p = sw.points[-1]
+    assert (p.config["twins"]["count"], p.config["seed"], p.method) == (200, 7, "paper")
+    assert p.config["sensing"]["density"]["components"][0]["std_m"] == 500.0
+    assert Range(start=0.1, stop=0.5, num=5).values() == [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert Range(start=10, stop=0, step=-3).values() == [10, 7, 4, 1]
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"axes": {"twins.cuont": [1, 2]}}, "axes.twins.cuont: value 1 is rejected"),
+    ({"axes": {"twins.count": [10, -1]}}, "axes.twins.count: value -1"),
+    ({"axes": {"twins.count": {"start": 1, "stop": 5}}}, "axes.twins.count: bad range"),
+    ({"axes": {"twins.count": 5}}, "axes.twins.count: got 5; give a list"),
+    ({"axes": {"seed": [1, 2]}}, "'seed' cannot be an axis"),
+    ({"methods": ["snr", "simplex"]}, "unknown method 'simplex'; available: snr"),
+    ({"seeds": 0}, "seeds: got 0"),
+    ({"base": "nope"}, "base: preset: got 'nope'; available presets"),
+    ({"base_file": "x.yaml"}, "exactly one of 'base'"),
+    ({"overrides": {"zone.cells": [20]}}, "overrides"),
+    ({"colour": "red"}, "colour: unknown field"),
+    ({"method_options": {"paper": {"max_iter": 3}}}, "names method 'paper', which is not in methods"),
+])
+def test_bad_sweep_files_fail_before_running(tmp_path, capsys, fields, expected):
+    path = write_sweep(tmp_path, **fields)
+    with pytest.raises(ScenarioError, match=None) as info:
+        run_sweep(path, tmp_path / "out", executor="serial", progress=False)
+    assert expected in str(info.value)
+    assert not (tmp_path / "out").exists()
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert expected in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- store, errors, reruns
+def test_failing_point_is_recorded_and_rerun_computes_nothing(tmp_path, capsys):
+    # float("oops") raises inside paper-damped at run time; snr ignores the options.
+    path = write_sweep(tmp_path, method_options={"paper-damped": {"step": "oops"}})
+    out = tmp_path / "out"
+    rep = run_sweep(path, out, executor="serial", progress=False)
+    assert (rep.total, rep.computed, rep.skipped, rep.errors, rep.lost) == (8, 8, 0, 4, 0)
+    df = load_results(out)
+    bad = df[df.method == "paper-damped"]
+    assert len(bad) == 4 and bad.error.str.startswith("ValueError: could not convert string to float").all()
+    assert bad.objective_ms.isna().all() and (bad.status == "error").all()
+    assert df[df.method == "snr"].error.isna().all()
+
+    before = table(out)
+    assert main(["sweep", str(path), "--out", str(out), "--quiet", "--summary"]) == 0
+    text = capsys.readouterr().out
+    assert "8 already stored, 0 computed" in text and "points with an error: 4" in text
+    assert row_counts(out) == (8, 8)
+    assert table(out).equals(before)
+    with open(out / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["twins.count"], r["method"], r["n"], r["n_errors"]) for r in rows] == [
+        ("30", "snr", "2", "0"), ("30", "paper-damped", "0", "2"),
+        ("60", "snr", "2", "0"), ("60", "paper-damped", "0", "2")]
+    assert (out / "summary_twins.count.png").stat().st_size > 0
+
+    # --retry-errors recomputes exactly the failed points (they fail again: a pure function)
+    rep = run_sweep(path, out, executor="serial", progress=False, retry_errors=True)
+    assert (rep.skipped, rep.computed, rep.errors) == (4, 4, 4)
+    assert row_counts(out) == (8, 8)
+
+
+def test_summary_statistics_and_axis_mismatch(tmp_path):
+    from scipy import stats
+
+    from edgeverse.sweep import _stats
+
+    x = [1.0, 2.0, 4.0, 7.0]
+    mean, std, lo, hi = _stats(x)
+    half = stats.t.ppf(0.975, 3) * stats.tstd(x) / 2.0
+    assert mean == pytest.approx(3.5) and lo == pytest.approx(3.5 - half) and hi == pytest.approx(3.5 + half)
+    assert math.isnan(_stats([1.0])[1])
+
+    path = write_sweep(tmp_path, seeds=1, methods=["snr"])
+    out = tmp_path / "out"
+    run_sweep(path, out, executor="serial", progress=False)
+    rows = summarize(path, out, plots=False)
+    assert [(r["twins.count"], r["n"]) for r in rows] == [(30, 1), (60, 1)]
+    other = write_sweep(tmp_path, "other.yaml", axes={"twins.count": [30], "sensing.density.components.0.std_m": [300]})
+    with pytest.raises(Exception, match="holds a sweep over axes"):
+        run_sweep(other, out, executor="serial", progress=False)
+
+
+# --------------------------------------------------------------------------- SIGKILL and restart
+def test_sigkill_part_way_then_restart_equals_uninterrupted_run(tmp_path):
+    path = write_sweep(tmp_path, overrides={"zone.cells": [40, 40]}, seeds=10)  # 2 x 10 x 2 = 40 points
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    cmd = [sys.executable, "-m", "edgeverse", "sweep", str(path), "--out", str(killed), "--quiet",
+           "--executor", "local", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    db = killed / DB_NAME
+    deadline = time.monotonic() + 60
+    n_rows = 0
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if db.exists():
+                try:
+                    n_rows = row_counts(killed)[0]
+                except sqlite3.OperationalError:  # table not created yet
+                    n_rows = 0
+                if n_rows >= 4:
+                    break
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the parent and its worker processes, no clean-up
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
+    n_after_kill, distinct = row_counts(killed)
+    assert 4 <= n_after_kill < 40 and distinct == n_after_kill
+
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"{n_after_kill} already stored, {40 - n_after_kill} computed" in res.stdout
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+
+    run_sweep(path, clean, executor="serial", progress=False)
+    assert row_counts(killed) == row_counts(clean) == (40, 40)
+    a, b = table(killed), table(clean)
+    assert list(a.columns) == list(b.columns)
+    assert a.equals(b)
+
+
+# --------------------------------------------------------------------------- Dask
+def test_dask_local_cluster_matches_local_executor(tmp_path):
+    pytest.importorskip("distributed")
+    path = write_sweep(tmp_path)
+    rep_local = run_sweep(path, tmp_path / "local", executor="local", workers=2, progress=False)
+    rep_dask = run_sweep(path, tmp_path / "dask", executor="dask", workers=2, progress=False)
+    assert rep_local.computed == rep_dask.computed == 8 and rep_dask.lost == 0
+    a, b = table(tmp_path / "local"), table(tmp_path / "dask")
+    assert a.objective_ms.tolist() == b.objective_ms.tolist()  # bit for bit
+    assert a.equals(b)
