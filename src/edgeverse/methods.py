@@ -205,3 +205,6 @@ def paper_damped(problem: Problem, *, max_iter: int | None = None, step: float =
         alpha = alpha + lam * (m - alpha)
         psi = psi + lam * (alloc.psi_hz - psi)
     return MethodResult(cs, status, it, history, message, extra={"fixed_point_residual": float(history[-1]["residual"])})
+
+# the optimal method registers itself (imported last: it builds on the methods above)
+from . import optimal as _optimal  # noqa: E402,F401

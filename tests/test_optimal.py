@@ -1,0 +1,110 @@
+"""The optimal method: certificates, monotone decrease, brute force on tiny instances, polish."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from edgeverse.build import build_problem
+from edgeverse.evaluate import evaluate_partition, objective_from_costs
+from edgeverse.local_search import _plain_deltas, _state, certificate, polish
+from edgeverse.methods import METHODS
+from edgeverse.solution import solve
+
+
+def tiny(paper, cells=(2, 4), k=3, seed=0):
+    over = {
+        "zone.cells": list(cells), "twins.count": k, "seed": seed,
+        "servers.positions_m": [[400.0, 400.0], [1600.0, 500.0], [900.0, 1700.0]],
+        "servers.compute_hz": [8e9, 8e9, 16e9], "servers.sensor_bandwidth_hz": [1e7, 1e7, 2e7],
+    }
+    for i in range(3):
+        over[f"twins.types.{i}.data_size_bits"] = 1e4
+        over[f"twins.types.{i}.complexity_cycles_per_bit"] = 10.0
+    return paper.with_overrides(over)
+
+
+def brute_force(problem):
+    best = None
+    for combo in itertools.product(range(problem.n_servers), repeat=problem.n_cells):
+        cs = np.array(combo)
+        _, ev = evaluate_partition(problem, cs)
+        key = (-ev.total_hosted, ev.objective_ms)
+        if best is None or key < best[0]:
+            best = (key, cs)
+    return best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_optimal_with_polish_reaches_brute_force(paper, seed):
+    scn = tiny(paper, seed=seed)
+    p = build_problem(scn)
+    (neg_hosted, obj), _ = brute_force(p)
+    sol = solve(p, "optimal", polish=True)
+    assert sol.n_hosted == -neg_hosted
+    assert sol.objective_ms == pytest.approx(obj, rel=1e-12)
+
+
+def test_closed_form_deltas_equal_reevaluation(feasible_small):
+    p = build_problem(feasible_small)
+    cs = METHODS["snr"](p).cell_server
+    st = _state(p, cs)
+    d = _plain_deltas(p, st)
+    rng = np.random.default_rng(0)
+    twin_cells = set(p.twins.cell.tolist())
+    base = objective_from_costs(p, cs, st.psi)[0]
+    checked = 0
+    for i in rng.choice(p.n_cells, 40, replace=False):
+        if i in twin_cells:
+            continue
+        for j in range(p.n_servers):
+            moved = cs.copy()
+            moved[i] = j
+            _, ev = evaluate_partition(p, moved)
+            assert ev.objective_ms / 1e3 - base == pytest.approx(d[i, j], rel=1e-6, abs=1e-15)
+            checked += 1
+    assert checked > 50
+
+
+@pytest.mark.parametrize("scn_name", ["paper", "feasible"])
+def test_optimal_certificate_and_beats_every_method(paper, feasible_small, scn_name):
+    scn = paper.with_overrides({"zone.cells": [40, 40]}) if scn_name == "paper" else feasible_small
+    p = build_problem(scn)
+    sol = solve(p, "optimal")
+    assert sol.extra["certificate"]["max_single_move_decrease_rel"] <= 1e-9
+    assert sol.extra["certificate"]["hosting_gain_available"] == 0
+    for m in METHODS:
+        other = solve(p, m, certify=False)
+        assert sol.n_hosted >= other.n_hosted
+        if sol.n_hosted == other.n_hosted:
+            assert sol.objective_ms <= other.objective_ms * (1 + 1e-12), m
+    # from each start, the outer loop and the polish decrease the objective monotonically
+    runs = {}
+    for h in sol.history:
+        runs.setdefault(h["phase"].split("(", 1)[1], []).append((-h["n_hosted"], h["objective_ms"]))
+    assert len(runs) == sol.extra["n_starts"]
+    for seq in runs.values():
+        assert all(b[0] < a[0] or (b[0] == a[0] and b[1] <= a[1] * (1 + 1e-12)) for a, b in zip(seq, seq[1:]))
+
+
+def test_polish_any_method_monotone_and_certified(feasible_small):
+    p = build_problem(feasible_small)
+    for m in ("snr", "voronoi", "paper"):
+        cs0 = METHODS[m](p).cell_server
+        cs, moves, hist = polish(p, cs0)
+        objs = [h["objective_ms"] for h in hist]
+        assert all(b < a or h["n_hosted"] > hp["n_hosted"] for a, b, hp, h in zip(objs, objs[1:], hist, hist[1:]))
+        cert = certificate(p, cs)
+        assert cert.max_decrease_rel <= 1e-9 and cert.hosting_gain_available == 0
+        assert hist[-1]["n_hosted"] >= hist[0]["n_hosted"]
+
+
+def test_solve_polish_flag(feasible_small):
+    a = solve(feasible_small, "snr")
+    b = solve(feasible_small, "snr", polish=True)
+    assert b.method == "snr+polish"
+    assert b.objective_ms < a.objective_ms
+    assert b.extra["polish"]["objective_before_ms"] == pytest.approx(a.objective_ms)
+    assert a.extra["certificate"]["max_single_move_decrease_rel"] > 1e-6
