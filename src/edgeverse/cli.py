@@ -38,8 +38,11 @@ def cmd_solve(args) -> int:
         if m not in METHODS:
             raise EdgeverseError(f"--method: got {m!r}; available: {', '.join(METHODS)}, all")
     out = Path(args.out)
+    from .build import build_problem
+
+    problem = build_problem(scn)  # gains and per-cell costs once, shared by every method
     for m in methods:
-        sol = solve(scn, m, polish=args.polish)
+        sol = solve(problem, m, polish=args.polish)
         target = out / m if len(methods) > 1 else out
         sol.save(target, figure=not args.no_figure)
         print(sol.summary())
