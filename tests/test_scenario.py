@@ -128,3 +128,37 @@ def test_override_errors(paper):
         paper.with_overrides({"twins.typo": 3})
     with pytest.raises(ScenarioError, match=r"index 9 out of range; the list has 3 entries"):
         paper.with_overrides({"twins.types.9.share": 1})
+
+
+def test_geo_and_optional_fields(paper):
+    with pytest.raises(ScenarioError, match=r"geo\.center_lonlat_deg\[0\]: got 200\.0; a longitude must be in \[-180, 180\]"):
+        paper.with_overrides({"geo": {"center_lonlat_deg": [200.0, 45.0]}})
+    with pytest.raises(ScenarioError, match=r"geo\.center_lonlat_deg\[1\]: got -91\.0; a latitude must be in \[-90, 90\]"):
+        paper.with_overrides({"geo": {"center_lonlat_deg": [4.9, -91.0]}})
+    with pytest.raises(ScenarioError, match=r"geo\.projection: got 'mercator'; input should be 'local' or 'utm'"):
+        paper.with_overrides({"geo": {"projection": "mercator", "center_lonlat_deg": [4.9, 45.0]}})
+    with pytest.raises(ScenarioError, match=r"geo\.center_lonlat_deg: required for geo: no site or twin file in lon/lat"):
+        paper.with_overrides({"geo": {"projection": "local"}})
+    placed = paper.with_overrides({"geo": {"center_lonlat_deg": [4.9, 45.0]}})
+    assert placed.projection().lon0_deg == 4.9 and "geo" in placed.to_dict()
+    with pytest.raises(ScenarioError, match=r"zone\.size_m: required field is missing; give zone\.size_m and zone\.cells, or zone\.auto"):
+        paper.with_overrides({"zone": {"cells": [10, 10]}})
+    with pytest.raises(ScenarioError, match=r"servers\.positions_m: required field is missing; give the positions or servers\.sites"):
+        paper.with_overrides({"servers.positions_m": None})
+    with pytest.raises(ScenarioError, match=r"twins\.count: required field is missing"):
+        paper.with_overrides({"twins.count": None})
+
+
+def test_scalar_server_values_broadcast(paper):
+    s = paper.with_overrides({"servers.compute_hz": 1.2e10, "servers.sensor_bandwidth_hz": "20e6"})
+    assert s.servers.compute_hz == 1.2e10 and s.servers.sensor_bandwidth_hz == 2e7
+    from edgeverse.build import build_problem
+
+    p = build_problem(s.with_overrides({"zone.cells": [10, 10]}))
+    assert p.compute_hz.tolist() == [1.2e10] * 4 and p.sensor_bandwidth_hz.tolist() == [2e7] * 4
+    assert p.projection is None and p.server_lonlat_deg is None
+
+
+def test_to_dict_unchanged_without_data_sections(paper):
+    d = paper.to_dict()
+    assert "geo" not in d and "provenance" not in d and "sites" not in d["servers"] and "auto" not in d["zone"]

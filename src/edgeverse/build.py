@@ -8,13 +8,14 @@ once.  All random draws come from generators seeded by ``scenario.seed``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from . import physics
 from .channel import channel_gain
 from .grid import Grid, density_masses, sample_positions
-from .scenario import PointList, Scenario, per_server
+from .scenario import FromDensity, PointList, Scenario, per_server
 from .units import dbm_to_watt
 
 
@@ -66,6 +67,14 @@ class Problem:
     comm_cost_s_per_bit: np.ndarray   # (n, B) rho / (W^s_b log2(1 + SNR)), first term of F
     twins: Twins
     server_names: tuple[str, ...] = field(default=())
+    projection: Any = None            # edgeverse.geo.Projection of the zone frame, or None (no geo section)
+    server_lonlat_deg: np.ndarray | None = None   # (B, 2) WGS84 [lon, lat] of each server when projection is known
+
+    @property
+    def density_fraction_kept(self) -> float | None:
+        """Share of a density file's mass that fell inside the zone (None when the density is not from a file)."""
+        src = self.scenario.provenance.get("sensing.density") or {}
+        return src.get("fraction_kept")
 
     @property
     def n_cells(self) -> int:
@@ -132,7 +141,9 @@ def build_twins(scenario: Scenario, grid: Grid, servers_xy, servers_h, noise_psd
     tw = scenario.twins
     k = tw.count
     pos_rng, type_rng = [np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(2)]
-    positions = sample_positions(tw.positions, grid, k, pos_rng, scenario.base_dir)
+    # from_density: the PTs follow the sensing density (people, sensors) of the zone
+    spec = scenario.sensing.density if isinstance(tw.positions, FromDensity) else tw.positions
+    positions = sample_positions(spec, grid, k, pos_rng, scenario.base_dir)
     if isinstance(tw.positions, PointList) and tw.positions.types is not None:
         types = np.asarray(tw.positions.types, dtype=int)
     else:
@@ -168,7 +179,7 @@ def build_problem(scenario: Scenario) -> Problem:
     xy = np.asarray(srv.positions_m, dtype=float)
     h_bs = per_server(srv.antenna_height_m, b)
     n0 = dbm_to_watt(per_server(srv.noise_psd_dbm_per_hz, b))
-    w_s = np.asarray(srv.sensor_bandwidth_hz, dtype=float)
+    w_s = per_server(srv.sensor_bandwidth_hz, b)
     mass = density_masses(scenario.sensing.density, grid, scenario.base_dir)
     centers = grid.centers_m()
     sens = scenario.sensing
@@ -180,9 +191,14 @@ def build_problem(scenario: Scenario) -> Problem:
     rng = np.random.default_rng(scenario.seed)
     twins = build_twins(scenario, grid, xy, h_bs, n0, rng)
     names = tuple(srv.names) if srv.names else tuple(f"S{i + 1}" for i in range(b))
+    proj = scenario.projection()
+    lonlat = None
+    if proj is not None:
+        lon, lat = proj.to_lonlat(xy[:, 0], xy[:, 1])
+        lonlat = np.column_stack([lon, lat])
     return Problem(
         scenario=scenario, grid=grid, cell_mass=mass, server_positions_m=xy, server_height_m=h_bs,
-        compute_hz=np.asarray(srv.compute_hz, dtype=float), sensor_bandwidth_hz=w_s, noise_psd_w_per_hz=n0,
+        compute_hz=per_server(srv.compute_hz, b), sensor_bandwidth_hz=w_s, noise_psd_w_per_hz=n0,
         sensor_noise_w=noise, sensor_gain=gain, sensor_snr=snr, comm_cost_s_per_bit=comm, twins=twins,
-        server_names=names,
+        server_names=names, projection=proj, server_lonlat_deg=lonlat,
     )

@@ -39,12 +39,24 @@ class _Model(BaseModel):
 
 
 # --------------------------------------------------------------------------- zone
+class ZoneAuto(_Model):
+    """The zone as the bounding box of the servers (and of twins read from a file) plus a margin."""
+
+    margin_m: NonNegFloat = Field(default=200.0, description="added on every side of the box [m]")
+    cell_size_m: PosFloat = Field(description="edge of the square cells [m]; the box is snapped outwards to multiples of it")
+
+
 class Zone(_Model):
-    """A 2D or 3D box cut into a regular grid of cells (x fastest last: C order)."""
+    """A 2D or 3D box cut into a regular grid of cells (x fastest last: C order).
+
+    Either ``size_m`` and ``cells`` (and ``origin_m``), or ``auto``: the box
+    around the servers plus a margin, resolved when the scenario is loaded.
+    """
 
     origin_m: list[Finite] = Field(default=[0.0, 0.0], description="lower corner (x, y[, z]) [m]")
-    size_m: list[PosFloat] = Field(description="box edge lengths (x, y[, z]) [m]")
-    cells: list[Annotated[int, Field(ge=1)]] = Field(description="number of cells along each axis")
+    size_m: list[PosFloat] | None = Field(default=None, description="box edge lengths (x, y[, z]) [m]")
+    cells: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, description="number of cells along each axis")
+    auto: ZoneAuto | None = Field(default=None, description="instead of origin/size/cells: the servers' box plus a margin")
 
     @property
     def dim(self) -> int:
@@ -52,21 +64,57 @@ class Zone(_Model):
 
 
 # --------------------------------------------------------------------------- servers
-class Servers(_Model):
-    """MEC servers at base stations, one entry per server in every list."""
+class SiteSource(_Model):
+    """Base-station sites read from a CSV file (see :func:`edgeverse.geo.read_sites_csv`).
 
-    positions_m: list[list[Finite]] = Field(description="(x, y) of each server [m]")
-    compute_hz: list[PosFloat] = Field(description="Psi_b, compute capacity [cycles/s]")
-    sensor_bandwidth_hz: list[PosFloat] = Field(description="W^s_b, bandwidth for sensor uploads [Hz]")
+    The cells of one physical site (within ``merge_radius_m`` of each other,
+    single linkage) become one server at their mean position.
+    """
+
+    file: str = Field(description="CSV file, relative to the scenario file")
+    format: Literal["opencellid", "lonlat", "xy"] = Field(
+        default="opencellid", description="opencellid: the OpenCelliD export schema; lonlat: WGS84 columns lon_col, "
+        "lat_col; xy: metre columns x_col, y_col in the zone's frame")
+    lon_col: str = "lon"
+    lat_col: str = "lat"
+    x_col: str = "x"
+    y_col: str = "y"
+    radio: list[str] | None = Field(default=None, description="keep only these radio technologies (e.g. [LTE, NR])")
+    operators: list[int | str] | None = Field(default=None, description="keep only these operator codes (OpenCelliD net/MNC)")
+    radio_col: str = "radio"
+    operator_col: str = "net"
+    bbox_lonlat_deg: list[Finite] | None = Field(
+        default=None, description="keep only sites with lon in [b0, b2] and lat in [b1, b3] (lon/lat formats)")
+    merge_radius_m: NonNegFloat = Field(default=0.0, description="cells closer than this are one site [m] (0: exact duplicates)")
+    name_col: str | None = Field(default=None, description="column naming each site (default names S1, S2, ...)")
+    compute_col: str | None = Field(default=None, description="column of per-cell compute [cycles/s], summed per site")
+    bandwidth_col: str | None = Field(default=None, description="column of per-cell sensor bandwidth [Hz], summed per site")
+    delimiter: str = ","
+
+
+class Servers(_Model):
+    """MEC servers at base stations, one entry per server in every list.
+
+    ``positions_m`` lists the servers; or ``sites`` reads them from a file
+    (resolved when the scenario is loaded).  ``compute_hz`` and
+    ``sensor_bandwidth_hz`` are one value per server or one value for all.
+    """
+
+    positions_m: list[list[Finite]] | None = Field(default=None, description="(x, y) of each server [m]")
+    compute_hz: PosFloat | list[PosFloat] | None = Field(
+        default=None, description="Psi_b, compute capacity [cycles/s]; scalar (every server) or one per server")
+    sensor_bandwidth_hz: PosFloat | list[PosFloat] | None = Field(
+        default=None, description="W^s_b, bandwidth for sensor uploads [Hz]; scalar or one per server")
     noise_psd_dbm_per_hz: Finite | list[Finite] = Field(
         default=-170.0, description="sigma^2_b as a spectral density [dBm/Hz]; scalar or one per server"
     )
     antenna_height_m: NonNegFloat | list[NonNegFloat] = Field(default=25.0, description="antenna height [m]")
     names: list[str] | None = Field(default=None, description="optional server names")
+    sites: SiteSource | None = Field(default=None, description="read the servers from a site file instead of positions_m")
 
     @property
     def n(self) -> int:
-        return len(self.positions_m)
+        return len(self.positions_m or [])
 
 
 # --------------------------------------------------------------------------- spatial distributions
@@ -103,8 +151,95 @@ class PointList(_Model):
     types: list[Annotated[int, Field(ge=0)]] | None = None
 
 
-Density = Annotated[Union[GaussianMixture, Uniform, ArrayDensity], Field(discriminator="kind")]
-PositionModel = Annotated[Union[GaussianMixture, Uniform, PointList], Field(discriminator="kind")]
+_Reproject = Literal["subsample", "corners"]
+
+
+class GridCsvDensity(_Model):
+    """Square cells given by their lower-left corners in a projected CRS, one row per cell (missing cells: 0).
+
+    The default columns and CRS are those of the INSEE / INSPIRE 200 m grids (EPSG:3035).
+    """
+
+    kind: Literal["grid_csv"] = "grid_csv"
+    file: str = Field(description="CSV file, relative to the scenario file")
+    value_col: str = Field(description="mass of each cell (e.g. people)")
+    x_col: str = "x_ll_3035"
+    y_col: str = "y_ll_3035"
+    cell_size_m: PosFloat = 200.0
+    crs: str | None = Field(default="EPSG:3035", description="CRS of the corners; null: the zone's own metre frame")
+    check_alignment: bool = True
+    reproject: _Reproject = "subsample"
+    subsample: Annotated[int, Field(ge=1)] = 8
+
+
+class PointsCsvDensity(_Model):
+    """Point samples (lon/lat, e.g. cell centres) each carrying a mass, binned onto the zone grid."""
+
+    kind: Literal["points_csv"] = "points_csv"
+    file: str
+    value_col: str
+    lon_col: str = "lon"
+    lat_col: str = "lat"
+
+
+class NpyDensity(_Model):
+    """A 2-D ``.npy`` raster (axis 0 = x, from the west; axis 1 = y, from the south) with its outer bounds."""
+
+    kind: Literal["npy"] = "npy"
+    file: str
+    bounds_m: list[Finite] = Field(description="(x0, y0, x1, y1) in the units of crs")
+    crs: str | None = Field(default=None, description="CRS of bounds_m; null: the zone's own metre frame")
+    value_kind: Literal["count", "per_m2"] = "count"
+    reproject: _Reproject = "subsample"
+    subsample: Annotated[int, Field(ge=1)] = 8
+
+
+class GeotiffDensity(_Model):
+    """A north-up GeoTIFF raster (needs rasterio: ``pip install 'edgeverse[geotiff]'``)."""
+
+    kind: Literal["geotiff"] = "geotiff"
+    file: str
+    band: Annotated[int, Field(ge=1)] = 1
+    crs: str | None = Field(default="file", description="'file': the raster's CRS; a CRS to override; null: zone frame")
+    value_kind: Literal["count", "per_m2"] = "count"
+    reproject: _Reproject = "subsample"
+    subsample: Annotated[int, Field(ge=1)] = 8
+
+
+class SitesDensity(_Model):
+    """A Gaussian kernel around every site read by ``servers.sites`` (before merging): a proxy for demand
+    where no density layer exists (operators build where the traffic is)."""
+
+    kind: Literal["from_sites"] = "from_sites"
+    std_m: PosFloat = Field(default=150.0, description="kernel standard deviation [m]")
+
+
+class TwinCsv(_Model):
+    """PT positions (and types) from a CSV file, in metres of the zone frame or in lon/lat."""
+
+    kind: Literal["csv"] = "csv"
+    file: str
+    x_col: str | None = None
+    y_col: str | None = None
+    lon_col: str | None = None
+    lat_col: str | None = None
+    type_col: str | None = Field(default=None, description="column naming each twin's type (a twins.types name)")
+    delimiter: str = ","
+
+
+class FromDensity(_Model):
+    """PT positions drawn from the sensing density (sensing.density)."""
+
+    kind: Literal["from_density"] = "from_density"
+
+
+FILE_DENSITIES = (GridCsvDensity, PointsCsvDensity, NpyDensity, GeotiffDensity)
+Density = Annotated[
+    Union[GaussianMixture, Uniform, ArrayDensity, GridCsvDensity, PointsCsvDensity, NpyDensity, GeotiffDensity,
+          SitesDensity],
+    Field(discriminator="kind"),
+]
+PositionModel = Annotated[Union[GaussianMixture, Uniform, PointList, TwinCsv, FromDensity], Field(discriminator="kind")]
 
 
 # --------------------------------------------------------------------------- sensing
@@ -133,7 +268,8 @@ class TwinType(_Model):
 
 
 class Twins(_Model):
-    count: Annotated[int, Field(ge=0)] = Field(description="K, number of digital twins")
+    count: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="K, number of digital twins (from a twin file: its number of rows)")
     types: list[TwinType] = Field(min_length=1)
     positions: PositionModel = Field(description="f, the distribution of PT positions")
     height_m: NonNegFloat = Field(default=1.5, description="PT height in a 2D zone [m]")
@@ -170,11 +306,22 @@ class Solver(_Model):
     rel_tol: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 1e-9
 
 
+class Geo(_Model):
+    """Where the zone is on Earth: the projection from WGS84 lon/lat to the zone's metre frame."""
+
+    projection: Literal["local", "utm"] = Field(
+        default="local", description="local: azimuthal equidistant centred on center_lonlat_deg (x east, y north, "
+        "exact distances from the centre); utm: the UTM zone of the centre")
+    center_lonlat_deg: list[Finite] | None = Field(
+        default=None, description="[lon, lat] of the projection centre; default: the centre of the sites' box")
+
+
 class Scenario(_Model):
     """A whole scenario: the root of the configuration tree."""
 
     name: str = "custom"
     seed: Annotated[int, Field(ge=0)] = 0
+    geo: Geo | None = Field(default=None, description="projection of lon/lat inputs to the zone's metres")
     zone: Zone
     servers: Servers
     sensing: Sensing
@@ -182,6 +329,9 @@ class Scenario(_Model):
     channel: Channel = Channel()
     model: ModelChoices = ModelChoices()
     solver: Solver = Solver()
+    provenance: dict[str, Any] = Field(
+        default_factory=dict, description="written when data files are resolved: where each section came from "
+        "(file, checksum, filters, counts); informational, never read")
 
     @field_validator("name")
     @classmethod
@@ -193,16 +343,33 @@ class Scenario(_Model):
     # ----------------------------------------------------------------- constructors
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, base_dir: str | Path | None = None) -> "Scenario":
-        """Validate a plain dict; raise :class:`ScenarioError` naming every bad field."""
+        """Validate a plain dict; raise :class:`ScenarioError` naming every bad field.
+
+        Data files (``servers.sites``, file densities, ``twins.positions: {kind: csv}``,
+        ``zone.auto``) are read here, once, relative to ``base_dir`` (default: the
+        working directory): the scenario returned holds the concrete values (server
+        positions, the zone, the density on the zone grid, the twin points), so that
+        nothing downstream reads a file, and :meth:`to_dict` writes a configuration
+        that needs no data file to load again.
+        """
         if not isinstance(data, dict):
             raise ScenarioError(f"scenario: expected a mapping of sections, got {type(data).__name__}")
         try:
             scn = cls.model_validate(data)
         except ValidationError as exc:
             raise _scenario_error(exc) from None
-        _check_consistency(scn, base_dir=Path(base_dir) if base_dir else None)
+        bdir = Path(base_dir) if base_dir else None
+        unresolved = None
+        if needs_resolution(scn):
+            unresolved = scn.model_dump(mode="json")
+            if scn.zone.auto is not None and "origin_m" not in scn.zone.model_fields_set:
+                unresolved["zone"].pop("origin_m")  # a default, not the user's: zone.auto sets it
+            scn = _resolve(scn, bdir)
+        _check_consistency(scn, base_dir=bdir)
         if base_dir is not None:
             object.__setattr__(scn, "_base_dir", str(base_dir))
+        if unresolved is not None:
+            object.__setattr__(scn, "_unresolved", unresolved)
         return scn
 
     @property
@@ -211,9 +378,31 @@ class Scenario(_Model):
         b = getattr(self, "_base_dir", None)
         return Path(b) if b else None
 
+    def projection(self):
+        """The :class:`edgeverse.geo.Projection` from lon/lat to the zone frame, or None without ``geo``."""
+        if self.geo is None or self.geo.center_lonlat_deg is None:
+            return None
+        from . import geo
+
+        lon, lat = self.geo.center_lonlat_deg
+        if self.geo.projection == "utm":
+            return geo.utm_projection_for(lon, lat)
+        return geo.LocalProjection(lon, lat)
+
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict (JSON/YAML-ready) that :meth:`from_dict` reads back."""
-        return self.model_dump(mode="json")
+        """A plain dict (JSON/YAML-ready) that :meth:`from_dict` reads back (without any data file)."""
+        d = self.model_dump(mode="json")
+        # sections a scenario without data files does not use are left out, as before they existed
+        for parent, key in ((d, "geo"), (d, "provenance"), (d["servers"], "sites"), (d["zone"], "auto")):
+            if not parent.get(key):
+                parent.pop(key, None)
+        if d["twins"].get("count") is None:
+            d["twins"].pop("count", None)
+        for key in ("positions_m", "compute_hz", "sensor_bandwidth_hz", "size_m", "cells"):
+            for sec in (d["servers"], d["zone"]):
+                if key in sec and sec[key] is None:
+                    sec.pop(key)
+        return d
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
@@ -221,11 +410,17 @@ class Scenario(_Model):
     def with_overrides(self, overrides: dict[str, Any]) -> "Scenario":
         """A new validated scenario with fields replaced by dotted path.
 
+        A scenario read from data files applies the overrides to its configuration
+        as written (``servers.sites.merge_radius_m``, ``zone.auto.cell_size_m`` ...)
+        and reads the files again; without the files (e.g. reloaded from a saved
+        solution) they apply to the resolved values.
+
         >>> s = get_preset("paper").with_overrides({"twins.count": 120, "sensing.density.components.0.std_m": 400})
         >>> (s.twins.count, s.sensing.density.components[0].std_m)
         (120, 400.0)
         """
-        data = copy.deepcopy(self.to_dict())
+        src = getattr(self, "_unresolved", None)
+        data = copy.deepcopy(src if src is not None else self.to_dict())
         for path, value in overrides.items():
             set_by_path(data, path, value)
         return Scenario.from_dict(data, base_dir=self.base_dir)
@@ -268,6 +463,8 @@ def _child(node: Any, key: str, prefix: str, path: str) -> Any:
 
 
 # --------------------------------------------------------------------------- errors
+_KIND_TAGS = ("gaussian_mixture", "uniform", "array", "points", "grid_csv", "points_csv", "npy", "geotiff",
+              "from_sites", "csv", "from_density")
 _TYPE_ONLY = {"list_type", "float_type", "int_type", "dict_type", "model_type", "string_type"}
 
 
@@ -276,7 +473,7 @@ def _loc_to_path(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("gaussian_mixture", "uniform", "array", "points"):
+        elif part in _KIND_TAGS:
             continue  # discriminated-union tags are not part of the user's path
         elif any(ch in str(part) for ch in "[]-"):
             continue  # union member tags such as 'constrained-float', 'list[...]'
@@ -323,6 +520,20 @@ def _fail(field: str, message: str) -> None:
 # --------------------------------------------------------------------------- cross-field checks
 def _check_consistency(scn: Scenario, base_dir: Path | None) -> None:
     z = scn.zone
+    for name in ("size_m", "cells"):
+        if getattr(z, name) is None:
+            _fail(f"zone.{name}", "required field is missing; give zone.size_m and zone.cells, or zone.auto "
+                  "(the servers' bounding box plus a margin)")
+    s = scn.servers
+    if s.positions_m is None:
+        _fail("servers.positions_m", "required field is missing; give the positions or servers.sites (a site file)")
+    for name in ("compute_hz", "sensor_bandwidth_hz"):
+        if getattr(s, name) is None:
+            _fail(f"servers.{name}", "required field is missing; give one value for every server or one per server")
+    if scn.twins.count is None:
+        _fail("twins.count", "required field is missing (only a twin file, twins.positions.kind: csv, gives it)")
+    if scn.geo is not None and scn.geo.center_lonlat_deg is not None:
+        _check_center(scn.geo.center_lonlat_deg)
     dim = len(z.size_m)
     if dim not in (2, 3):
         _fail("zone.size_m", f"got {len(z.size_m)} axes; a zone is 2D (x, y) or 3D (x, y, z)")
@@ -333,7 +544,6 @@ def _check_consistency(scn: Scenario, base_dir: Path | None) -> None:
     lo = np.array(z.origin_m[:2])
     hi = lo + np.array(z.size_m[:2])
 
-    s = scn.servers
     n = s.n
     if n < 1:
         _fail("servers.positions_m", "got an empty list; at least one server is needed")
@@ -395,6 +605,9 @@ def _check_spatial(spec, field: str, scn: Scenario, base_dir: Path | None, *, is
             _fail(field, f"contains negative values (min {arr.min():g}); weights must be >= 0")
         if not arr.sum() > 0:
             _fail(field, "sums to 0 over the zone; at least one cell needs a positive weight")
+    elif isinstance(spec, FromDensity):
+        if is_density:  # pragma: no cover - not a density kind
+            _fail(field, "from_density is for twins.positions")
     elif isinstance(spec, PointList):
         pts = spec.points_m
         if not is_density and len(pts) != scn.twins.count:
@@ -448,6 +661,310 @@ def gaussian_box_mass(mean_m, std_m, origin_m, size_m) -> float:
     return mass
 
 
+# --------------------------------------------------------------------------- data files
+def needs_resolution(scn: Scenario) -> bool:
+    """Whether a validated scenario still names data files (or derived values) to resolve."""
+    return (
+        scn.servers.sites is not None
+        or scn.zone.auto is not None
+        or isinstance(scn.sensing.density, FILE_DENSITIES + (SitesDensity,))
+        or isinstance(scn.twins.positions, TwinCsv)
+        or (scn.geo is not None and scn.geo.center_lonlat_deg is None)
+    )
+
+
+def _check_center(center) -> None:
+    if len(center) != 2:
+        _fail("geo.center_lonlat_deg", f"got {list(center)}; give [lon, lat] in degrees")
+    lon, lat = center
+    if not -180.0 <= lon <= 180.0:
+        _fail("geo.center_lonlat_deg[0]", f"got {lon!r}; a longitude must be in [-180, 180] degrees")
+    if not -90.0 <= lat <= 90.0:
+        _fail("geo.center_lonlat_deg[1]", f"got {lat!r}; a latitude must be in [-90, 90] degrees")
+
+
+def data_path(file: str, base_dir: Path | None) -> Path:
+    """A scenario's file path: absolute, or relative to the scenario file's folder (``base_dir``)."""
+    p = Path(file).expanduser()
+    return base_dir / p if (not p.is_absolute() and base_dir is not None) else p
+
+
+def _existing(file: str, base_dir: Path | None, field: str) -> Path:
+    p = data_path(file, base_dir)
+    if not p.is_file():
+        where = f" (looked at {p})" if str(p) != file else ""
+        _fail(field, f"{file!r} does not exist{where}; file paths are relative to the scenario file")
+    return p
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _read(field: str, fn, *args, **kwargs):
+    """Call a reader of :mod:`edgeverse.geo`; its errors (naming file, row, column) become the field's error."""
+    try:
+        return fn(*args, **kwargs)
+    except ScenarioError as exc:
+        _fail(field, str(exc))
+    except ImportError as exc:
+        _fail(field, str(exc))
+
+
+def _read_sites(spec: SiteSource, base_dir: Path | None):
+    from dataclasses import replace
+
+    from . import geo
+
+    path = _existing(spec.file, base_dir, "servers.sites.file")
+    sites = _read(
+        "servers.sites", geo.read_sites_csv, path, format=spec.format, lon_col=spec.lon_col, lat_col=spec.lat_col,
+        x_col=spec.x_col, y_col=spec.y_col, radio=spec.radio,
+        operators=None if spec.operators is None else [str(o) for o in spec.operators],
+        radio_col=spec.radio_col, operator_col=spec.operator_col, name_col=spec.name_col,
+        compute_col=spec.compute_col, bandwidth_col=spec.bandwidth_col, delimiter=spec.delimiter,
+    )  # fmt: skip
+    if spec.bbox_lonlat_deg is not None:
+        b = spec.bbox_lonlat_deg
+        if len(b) != 4 or not (b[0] < b[2] and b[1] < b[3]):
+            _fail("servers.sites.bbox_lonlat_deg", f"got {b}; give [lon_min, lat_min, lon_max, lat_max] with min < max")
+        if sites.lon_deg is None:
+            _fail("servers.sites.bbox_lonlat_deg", "only for sites in lon/lat (format opencellid or lonlat), not xy")
+        keep = (sites.lon_deg >= b[0]) & (sites.lon_deg <= b[2]) & (sites.lat_deg >= b[1]) & (sites.lat_deg <= b[3])
+        if not keep.any():
+            _fail("servers.sites.bbox_lonlat_deg", f"got {b}; no site of {path} lies inside (the sites span lon "
+                  f"{sites.lon_deg.min():.6f} to {sites.lon_deg.max():.6f}, lat {sites.lat_deg.min():.6f} to "
+                  f"{sites.lat_deg.max():.6f})")
+        fields = {}
+        for name in ("lon_deg", "lat_deg", "x_m", "y_m", "radio", "operator", "compute_hz", "bandwidth_hz", "names",
+                     "source_rows"):
+            arr = getattr(sites, name)
+            fields[name] = None if arr is None else arr[keep]
+        sites = replace(sites, **fields)
+    return path, sites
+
+
+def _read_twin_table(spec: TwinCsv, base_dir: Path | None):
+    from . import geo
+
+    path = _existing(spec.file, base_dir, "twins.positions.file")
+    table = _read("twins.positions", geo.read_twins_csv, path, x_col=spec.x_col, y_col=spec.y_col,
+                  lon_col=spec.lon_col, lat_col=spec.lat_col, type_col=spec.type_col, delimiter=spec.delimiter)
+    return path, table
+
+
+def _density_needs_crs(spec) -> bool:
+    return isinstance(spec, PointsCsvDensity) or (isinstance(spec, FILE_DENSITIES) and spec.crs is not None)
+
+
+def _resolve_projection(scn: Scenario, sites, twin_table, out: dict):
+    from . import geo
+
+    lonlat_src = next((t for t in (sites, twin_table) if t is not None and t.lon_deg is not None), None)
+    dens = scn.sensing.density
+    if scn.geo is None and lonlat_src is None and not _density_needs_crs(dens):
+        return None
+    g = scn.geo or Geo()
+    center = g.center_lonlat_deg
+    if center is None:
+        if lonlat_src is None:
+            why = f"sensing.density ({dens.kind}, in {getattr(dens, 'crs', 'EPSG:4326')})" if _density_needs_crs(dens) else "geo"
+            _fail("geo.center_lonlat_deg", f"required for {why}: no site or twin file in lon/lat to centre the "
+                  "projection on; give [lon, lat] in degrees")
+        c = _read("geo", geo.projection_for_points, lonlat_src.lon_deg, lonlat_src.lat_deg, kind="local")
+        center = [c.lon0_deg, c.lat0_deg]
+    _check_center(center)
+    out["geo"] = {"projection": g.projection, "center_lonlat_deg": [float(center[0]), float(center[1])]}
+    if g.projection == "utm":
+        return _read("geo.center_lonlat_deg", geo.utm_projection_for, center[0], center[1])
+    return geo.LocalProjection(float(center[0]), float(center[1]))
+
+
+def _per_site(value, n: int, field: str, col: str | None, merged_values):
+    """A server field for sites: from the file's column (summed per site) or a scalar / list from the scenario."""
+    if col is not None:
+        if value is not None:
+            _fail(f"servers.{field}", f"got {_short(value)} and servers.sites.{'compute_col' if field == 'compute_hz' else 'bandwidth_col'}"
+                  f"={col!r}; give one of them")
+        return [float(v) for v in merged_values]
+    if isinstance(value, list) and len(value) != n:
+        _fail(f"servers.{field}", f"got {len(value)} entries; must be one value for every server or one per server "
+              f"({n} after merging the sites of servers.sites)")
+    return value
+
+
+def _resolve(scn: Scenario, base_dir: Path | None) -> Scenario:
+    """Read the scenario's data files and return the scenario with concrete values (see :meth:`Scenario.from_dict`)."""
+    from . import geo
+
+    d = scn.model_dump(mode="json")
+    prov: dict[str, Any] = dict(d.get("provenance") or {})
+    srv = scn.servers
+
+    # ---- read the files
+    sites = sites_path = None
+    if srv.sites is not None:
+        if srv.positions_m is not None:
+            _fail("servers.positions_m", "give either servers.positions_m or servers.sites (a site file), not both")
+        if srv.names is not None:
+            _fail("servers.names", "with servers.sites the names come from servers.sites.name_col (default S1, S2, ...)")
+        sites_path, sites = _read_sites(srv.sites, base_dir)
+    twin_table = twin_path = None
+    if isinstance(scn.twins.positions, TwinCsv):
+        twin_path, twin_table = _read_twin_table(scn.twins.positions, base_dir)
+
+    # ---- projection
+    proj = _resolve_projection(scn, sites, twin_table, d)
+
+    # ---- servers from the sites
+    if sites is not None:
+        spec = srv.sites
+        merged = _read("servers.sites", geo.merge_site_table, sites, proj, radius_m=spec.merge_radius_m)
+        n = merged.n
+        ds = d["servers"]
+        ds["positions_m"] = merged.positions_m.tolist()
+        ds["names"] = [str(v) for v in merged.names] if spec.name_col else None
+        ds["compute_hz"] = _per_site(srv.compute_hz, n, "compute_hz", spec.compute_col, merged.compute_hz)
+        ds["sensor_bandwidth_hz"] = _per_site(srv.sensor_bandwidth_hz, n, "sensor_bandwidth_hz", spec.bandwidth_col,
+                                              merged.bandwidth_hz)
+        for name in ("noise_psd_dbm_per_hz", "antenna_height_m"):
+            val = getattr(srv, name)
+            if isinstance(val, list) and len(val) != n:
+                _fail(f"servers.{name}", f"got {len(val)} entries; must be one value for every server or one per "
+                      f"server ({n} after merging the sites of servers.sites)")
+        ds["sites"] = None
+        prov["servers"] = {
+            "file": spec.file, "sha256": _sha256(sites_path), "format": spec.format,
+            "filters": {"radio": spec.radio, "operators": spec.operators, "bbox_lonlat_deg": spec.bbox_lonlat_deg},
+            "cells_kept": sites.n, "merge_radius_m": spec.merge_radius_m, "n_servers": n,
+            "max_spread_m": float(merged.spread_m.max()) if n else 0.0,
+            "member_rows": [sites.source_rows[merged.members(k)].tolist() for k in range(n)],
+            "member_names": [str(sites.names[merged.members(k)[0]]) for k in range(n)],
+        }  # fmt: skip
+
+    # ---- zone
+    dz = d["zone"]
+    if scn.zone.auto is not None:
+        auto = scn.zone.auto
+        given = (["origin_m"] if "origin_m" in scn.zone.model_fields_set else []) + [
+            f for f in ("size_m", "cells") if getattr(scn.zone, f) is not None]
+        if given:
+            _fail(f"zone.{given[0]}", "give either zone.auto or zone.origin_m / size_m / cells, not both")
+        pos = d["servers"]["positions_m"]
+        if pos is None:
+            _fail("zone.auto", "needs the servers' positions: give servers.positions_m or servers.sites")
+        pts = np.asarray(pos, dtype=float).reshape(-1, 2)
+        if twin_table is not None:
+            pts = np.vstack([pts, twin_table.positions_m(proj)])
+        origin, size = _read("zone.auto", geo.bounding_zone, pts[:, 0], pts[:, 1], margin_m=auto.margin_m,
+                             round_to_m=auto.cell_size_m)
+        cells = np.rint(size / auto.cell_size_m).astype(int)
+        if int(np.prod(cells)) > 4_000_000:
+            _fail("zone.auto.cell_size_m", f"got {auto.cell_size_m:g} m: {cells[0]} x {cells[1]} cells over "
+                  f"{size[0]:g} m x {size[1]:g} m, more than 4 million; use larger cells")
+        d["zone"] = dz = {"origin_m": origin.tolist(), "size_m": size.tolist(), "cells": cells.tolist(), "auto": None}
+        prov["zone"] = {"auto": {"margin_m": auto.margin_m, "cell_size_m": auto.cell_size_m},
+                        "box_of": "servers" + (" and twins" if twin_table is not None else "")}
+    elif scn.zone.size_m is None or scn.zone.cells is None:
+        missing = "size_m" if scn.zone.size_m is None else "cells"
+        _fail(f"zone.{missing}", "required field is missing; give zone.size_m and zone.cells, or zone.auto "
+              "(the servers' bounding box plus a margin)")
+
+    # ---- sensing density
+    dens = scn.sensing.density
+    if isinstance(dens, FILE_DENSITIES):
+        field = "sensing.density"
+        if len(dz["size_m"]) != 2:
+            _fail(field, f"a density read from a file ({dens.kind}) needs a 2D zone; zone.size_m has {len(dz['size_m'])} axes")
+        path = _existing(dens.file, base_dir, f"{field}.file")
+        if isinstance(dens, GridCsvDensity):
+            cells_src = _read(field, geo.read_density_grid_3035_csv, path, x_col=dens.x_col, y_col=dens.y_col,
+                              value_col=dens.value_col, cell_size_m=dens.cell_size_m,
+                              check_alignment=dens.check_alignment)
+            if dens.crs != "EPSG:3035":
+                from dataclasses import replace
+
+                cells_src = replace(cells_src, crs=dens.crs)
+        elif isinstance(dens, PointsCsvDensity):
+            cells_src = _read(field, geo.read_density_points_csv, path, lon_col=dens.lon_col, lat_col=dens.lat_col,
+                              value_col=dens.value_col)
+        elif isinstance(dens, NpyDensity):
+            cells_src = _read(field, geo.read_density_npy, path, bounds_m=dens.bounds_m, crs=dens.crs,
+                              value_kind=dens.value_kind)
+        else:
+            cells_src = _read(field, geo.read_density_geotiff, path, band=dens.band, crs=dens.crs,
+                              value_kind=dens.value_kind)
+        if cells_src.crs is not None and proj is None:
+            _fail("geo.center_lonlat_deg", f"required: {field} ({path}) is in {cells_src.crs}; give [lon, lat] in degrees")
+        kw = {} if isinstance(dens, PointsCsvDensity) else {"reproject": dens.reproject, "subsample": dens.subsample}
+        grid, kept = _read(field, geo.resample_to_grid, cells_src, origin_m=dz["origin_m"], size_m=dz["size_m"],
+                           cells=dz["cells"], projection=proj, **kw)
+        total = cells_src.total
+        if not grid.sum() > 0:
+            _fail(field, f"{path}: none of its mass ({total:g}) falls inside the zone (origin {dz['origin_m']} m, "
+                  f"size {dz['size_m']} m); check the file's area, its CRS and geo.center_lonlat_deg")
+        d["sensing"]["density"] = {"kind": "array", "values": grid.tolist(), "file": None}
+        prov["sensing.density"] = {
+            "kind": dens.kind, "file": dens.file, "sha256": _sha256(path),
+            **{k: getattr(dens, k) for k in ("value_col", "crs", "cell_size_m", "bounds_m", "band", "value_kind",
+                                             "reproject", "subsample") if hasattr(dens, k)},
+            "records": int(np.asarray(cells_src.values).size), "total": total, "total_in_zone": float(grid.sum()),
+            "fraction_kept": float(kept),
+        }  # fmt: skip
+    elif isinstance(dens, SitesDensity):
+        if sites is not None:
+            pts = sites.positions_m(proj)
+            what = f"the {sites.n} cells of servers.sites (before merging)"
+        else:
+            pts = np.asarray(d["servers"]["positions_m"], dtype=float).reshape(-1, 2)
+            what = f"the {len(pts)} servers"
+        lo = np.asarray(dz["origin_m"][:2], dtype=float)
+        hi = lo + np.asarray(dz["size_m"][:2], dtype=float)
+        inside = np.all((pts >= lo) & (pts <= hi), axis=1)
+        if not inside.any():
+            _fail("sensing.density", f"from_sites: none of {what} lies inside the zone")
+        d["sensing"]["density"] = {"kind": "gaussian_mixture", "components": [
+            {"mean_m": [float(x), float(y)], "std_m": dens.std_m, "weight": 1.0} for x, y in pts[inside]]}
+        prov["sensing.density"] = {"kind": "from_sites", "std_m": dens.std_m, "kernels": int(inside.sum()), "of": what}
+
+    # ---- twins from a file
+    if twin_table is not None:
+        spec = scn.twins.positions
+        pos = twin_table.positions_m(proj)
+        n = twin_table.n
+        if scn.twins.count is not None and scn.twins.count != n:
+            _fail("twins.count", f"got {scn.twins.count}; the twin file {twin_path} has {n} rows: leave twins.count "
+                  "out or make it match")
+        lo = np.asarray(dz["origin_m"][:2], dtype=float)
+        hi = lo + np.asarray(dz["size_m"][:2], dtype=float)
+        out = np.flatnonzero(~np.all((pos >= lo) & (pos <= hi), axis=1))
+        if out.size:
+            k = int(out[0])
+            _fail("twins.positions", f"{twin_path}: row {int(twin_table.source_rows[k])}: the twin at "
+                  f"({pos[k, 0]:.1f}, {pos[k, 1]:.1f}) m is outside the zone x in [{lo[0]:g}, {hi[0]:g}] m, "
+                  f"y in [{lo[1]:g}, {hi[1]:g}] m ({out.size} twin(s) outside)")
+        ids = None
+        if spec.type_col is not None:
+            names = [t.name for t in scn.twins.types]
+            for k, v in enumerate(twin_table.types):
+                if v not in names:
+                    _fail("twins.positions", f"{twin_path}: row {int(twin_table.source_rows[k])}, column "
+                          f"{spec.type_col!r}: got {v!r}; must be one of the twins.types names: {', '.join(names)}")
+            ids = [names.index(v) for v in twin_table.types]
+        d["twins"]["positions"] = {"kind": "points", "points_m": pos.tolist(), "types": ids}
+        d["twins"]["count"] = n
+        prov["twins.positions"] = {"kind": "csv", "file": spec.file, "sha256": _sha256(twin_path), "rows": n,
+                                   "type_col": spec.type_col}
+
+    d["provenance"] = prov
+    try:
+        return Scenario.model_validate(d)
+    except ValidationError as exc:
+        raise _scenario_error(exc) from None
+
+
 # --------------------------------------------------------------------------- loading
 PRESET_PACKAGE = "edgeverse.presets"
 
@@ -497,10 +1014,15 @@ def load_scenario(path: str | Path) -> Scenario:
     return Scenario.from_dict(data, base_dir=p.resolve().parent)
 
 
+#: Keys that make an overriding section replace the preset's section instead of merging into it:
+#: a new ``kind``, servers from a site file, a zone from the servers' box.
+_REPLACING_KEYS = frozenset({"kind", "sites", "auto"})
+
+
 def _deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and "kind" not in v:
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and not (_REPLACING_KEYS & v.keys()):
             out[k] = _deep_merge(out[k], v)
         else:
             out[k] = v
@@ -528,6 +1050,17 @@ __all__ = [
     "Uniform",
     "ArrayDensity",
     "PointList",
+    "Geo",
+    "ZoneAuto",
+    "SiteSource",
+    "GridCsvDensity",
+    "PointsCsvDensity",
+    "NpyDensity",
+    "GeotiffDensity",
+    "SitesDensity",
+    "TwinCsv",
+    "FromDensity",
+    "data_path",
     "get_preset",
     "preset_names",
     "preset_text",

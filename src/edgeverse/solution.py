@@ -81,6 +81,9 @@ class Solution:
                 "phi_sum_hz": float(ev.phi_sum_hz[b]), "psi_hz": float(ev.psi_hz[b]),
                 "T_ms": float(ev.server_time_ms[b]), "no_render_compute": bool(ev.no_render_compute[b]),
             })
+            if p.server_lonlat_deg is not None:  # scenarios placed on Earth (geo): WGS84 position
+                rows[-1]["lon_deg"] = float(p.server_lonlat_deg[b, 0])
+                rows[-1]["lat_deg"] = float(p.server_lonlat_deg[b, 1])
         return rows
 
     def twin_rows(self) -> list[dict[str, Any]]:
@@ -136,7 +139,8 @@ class Solution:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "solution.json", dumps_strict(self.to_dict()))
-        atomic_write_text(out / "servers.csv", rows_to_csv(self.server_rows(), SERVER_COLUMNS))
+        atomic_write_text(out / "servers.csv", rows_to_csv(self.server_rows(), SERVER_COLUMNS + (
+            ["lon_deg", "lat_deg"] if self.problem.server_lonlat_deg is not None else [])))
         atomic_write_text(out / "twins.csv", rows_to_csv(self.twin_rows(), TWIN_COLUMNS))
         atomic_write_text(out / "timing.json", dumps_strict({"method": self.method, "wall_time_s": self.wall_time_s}))
         if figure:
