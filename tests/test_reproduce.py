@@ -1,0 +1,252 @@
+"""Tests of the reproduction: a tiny run end to end, its files, columns, row counts and the trends that hold."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edgeverse import get_preset
+from edgeverse.errors import EdgeverseError
+from edgeverse.methods import METHODS, MethodResult
+from edgeverse.reproduce import (
+    POINT_COLUMNS,
+    PUBLISHED,
+    hotspot_region,
+    make_plan,
+    mean_ci,
+    reproduce,
+)
+from edgeverse.scenario import preset_text
+from edgeverse.solution import solve
+
+TINY = dict(seeds=2, k_values=[50, 200], sigma_values_m=[100.0, 1000.0], grid_cells=30,
+            methods=["snr", "paper-damped"])
+PRESETS = ("paper", "paper-calibrated")
+N_POINT_SETS = 1 + 2 + 2  # fig2 (K = 60) + two K values + two sigma values
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("repro")
+    res = reproduce(out, progress=False, workers=2, **TINY)
+    return out, res
+
+
+# --------------------------------------------------------------------------- files and tables
+def test_files_exist(tiny):
+    out, _ = tiny
+    for name in ("points.csv", "summary.csv", "calibration.csv", "REPORT.md"):
+        assert (out / name).stat().st_size > 0, name
+    for preset in PRESETS:
+        for fig in ("fig2", "fig3", "fig4"):
+            png = out / f"{fig}_{preset}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    assert not list(out.glob(".*.tmp*")), "temporary files left behind"
+
+
+def test_points_columns_and_row_count(tiny):
+    out, res = tiny
+    rows = _read(out / "points.csv")
+    required = {"preset", "figure", "method", "K", "sigma_m", "seed", "objective_ms"}
+    assert required <= set(rows[0]), set(rows[0])
+    assert list(rows[0]) == POINT_COLUMNS
+    n_methods = len(TINY["methods"])
+    assert len(rows) == len(PRESETS) * N_POINT_SETS * TINY["seeds"] * n_methods
+    assert {r["figure"] for r in rows} == {"fig2", "fig3", "fig4"}
+    assert {r["preset"] for r in rows} == set(PRESETS)
+    assert all(r["error"] == "" for r in rows)
+    assert all(math.isfinite(float(r["objective_ms"])) for r in rows)
+    summary = _read(out / "summary.csv")
+    assert len(summary) == len(PRESETS) * N_POINT_SETS * n_methods
+
+
+def test_points_csv_is_reproducible(tiny, tmp_path):
+    """Same plan, one worker instead of two: identical points.csv apart from the wall-time column."""
+    out, _ = tiny
+    reproduce(tmp_path, progress=False, workers=1, calibration_study=False, **TINY)
+
+    def strip(path):
+        return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in _read(path)]
+
+    assert strip(out / "points.csv") == strip(tmp_path / "points.csv")
+
+
+# --------------------------------------------------------------------------- what the presets give
+def test_paper_preset_hosts_nothing_and_k_has_no_effect(tiny):
+    out, _ = tiny
+    rows = [r for r in _read(out / "points.csv") if r["preset"] == "paper"]
+    assert all(int(r["n_hosted"]) == 0 for r in rows)
+    for m in TINY["methods"]:
+        vals = {float(r["objective_ms"]) for r in rows if r["method"] == m and r["figure"] == "fig3"}
+        assert max(vals) - min(vals) < 1e-9, (m, vals)
+
+
+def test_calibrated_preset_hosts_twins_and_k_matters(tiny):
+    out, _ = tiny
+    rows = [r for r in _read(out / "points.csv") if r["preset"] == "paper-calibrated" and r["figure"] == "fig3"]
+    for r in rows:
+        assert int(r["n_hosted"]) >= 0.9 * int(r["K"])  # nearly every DT admitted
+    snr = {int(r["K"]): [] for r in rows}
+    for r in rows:
+        if r["method"] == "snr":
+            snr[int(r["K"])].append(float(r["objective_ms"]))
+    assert np.mean(snr[200]) > 2 * np.mean(snr[50])
+
+
+# --------------------------------------------------------------------------- trends that hold
+def test_damped_below_snr_at_every_point(tiny):
+    out, _ = tiny
+    for s in _read(out / "summary.csv"):
+        if s["method"] == "paper-damped":
+            assert float(s["reduction_vs_snr_pct"]) > 0, s
+            assert float(s["diff_vs_snr_ms"]) < 0, s
+
+
+def test_trends_on_calibrated_preset(tiny):
+    _, res = tiny
+    verdicts = {(c.preset, c.method, c.claim): c.verdict for c in res.claims}
+    cal = "paper-calibrated"
+    assert verdicts[(cal, "snr", "SNR partition = four equal quadrants (Fig. 2a; a property of SNR)")] == "HOLDS"
+    assert verdicts[(cal, "paper-damped", "time grows less with K than SNR's")] in ("HOLDS", "PARTLY")
+    assert verdicts[(cal, "paper-damped", "gap to SNR narrows as sigma grows")] == "HOLDS"
+    assert verdicts[(cal, "paper-damped",
+                     "at K = 60 the hotspot region is the smallest and hosts the fewest DTs")] == "HOLDS"
+    # no growth at all without hosted twins: the claim cannot hold on the as-written preset
+    assert verdicts[("paper", "paper-damped", "time grows less with K than SNR's")] == "DOES NOT HOLD"
+
+
+def test_fig4_gap_narrows_with_sigma(tiny):
+    out, _ = tiny
+    s = [r for r in _read(out / "summary.csv") if r["preset"] == "paper-calibrated" and r["figure"] == "fig4"]
+    gap = {}
+    for r in s:
+        gap.setdefault(float(r["sigma_m"]), {})[r["method"]] = float(r["mean_ms"])
+    g = [gap[x]["snr"] - gap[x]["paper-damped"] for x in sorted(gap)]
+    assert g[0] > g[-1] > 0
+
+
+def test_report_contents(tiny):
+    out, _ = tiny
+    text = (out / "REPORT.md").read_text(encoding="utf-8")
+    assert "25.75" in text
+    assert "Mean reduction vs SNR" in text
+    for word in ("HOLDS", "DOES NOT HOLD"):
+        assert word in text
+    assert "DEVIATION" in text or "deviation" in text.lower()
+    assert "Algorithm 1 status counts" in text
+    assert "cycled" in text or "converged" in text or "stalled" in text
+    for png in ("fig2_paper.png", "fig3_paper-calibrated.png", "fig4_paper-calibrated.png"):
+        assert png in text
+    assert "calibration study" in text.lower()
+    assert "could not match" in text
+
+
+def test_calibration_study_rows(tiny):
+    out, _ = tiny
+    rows = _read(out / "calibration.csv")
+    variants = {r["variant"] for r in rows}
+    assert {"as-written", "calibrated", "D=10kb"} <= variants
+    hosted = {(r["variant"], int(r["K"])): int(r["n_hosted"]) for r in rows if r["method"] == "snr"}
+    assert hosted[("as-written", 200)] == 0
+    assert hosted[("calibrated", 200)] > hosted[("D=10kb", 200)]
+
+
+# --------------------------------------------------------------------------- units
+def test_calibrated_preset_differs_only_in_the_deviations():
+    paper, cal = get_preset("paper").to_dict(), get_preset("paper-calibrated").to_dict()
+    for tp, tc in zip(paper["twins"]["types"], cal["twins"]["types"]):
+        assert tp["data_size_bits"] == 1e7 and tc["data_size_bits"] == 1e4
+        assert tp["complexity_cycles_per_bit"] == 1e4 and tc["complexity_cycles_per_bit"] == 10.0
+        for k in ("data_size_bits", "complexity_cycles_per_bit"):
+            tc[k] = tp[k]
+    cal["name"] = paper["name"]
+    assert cal == paper
+    text = preset_text("paper-calibrated")
+    assert text.count("# DEVIATION:") >= 2
+    assert yaml.safe_load(text)["name"] == "paper-calibrated"
+
+
+def test_calibrated_twins_are_feasible_and_paper_twins_are_not():
+    sol_p = solve(get_preset("paper"), "snr")
+    sol_c = solve(get_preset("paper-calibrated"), "snr")
+    assert sol_p.reason_counts() == {"deadline_infeasible": sol_p.problem.twins.n}
+    assert sol_c.n_hosted == sol_c.problem.twins.n
+    assert not sol_c.evaluation.violations
+    up = sol_c.problem.twins.upload_time_s
+    assert 0.3e-3 < up.min() and up.max() < 1.5e-3  # "about 1 ms": type-3 twins are tight
+
+
+def test_mean_ci_matches_hand_computation():
+    x = [10.0, 12.0, 14.0, 16.0]
+    m, lo, hi, s = mean_ci(x)
+    assert m == pytest.approx(13.0)
+    assert s == pytest.approx(np.std(x, ddof=1))
+    half = 3.182446305284263 * s / 2.0  # t_{0.975, 3} * s / sqrt(4)
+    assert (lo, hi) == pytest.approx((13.0 - half, 13.0 + half))
+    assert mean_ci([5.0, 5.0, 5.0])[1:3] == (5.0, 5.0)
+    assert all(math.isnan(v) for v in mean_ci([5.0])[1:])
+
+
+def test_hotspot_region_is_the_densest():
+    assert hotspot_region([0.63, 0.16, 0.16, 0.04], [100, 100, 100, 100]) == 0
+    assert hotspot_region([0.2, 0.2, 0.6], [50, 300, 400]) == 0
+    assert hotspot_region([1.0, 0.0], [100, 0]) == 0
+    assert hotspot_region([], []) == -1
+
+
+def test_plan_validation_and_baseline():
+    plan = make_plan(quick=True, methods=["paper-damped"])
+    assert plan.methods[0] == "snr" and "paper-damped" in plan.methods
+    assert plan.notes
+    with pytest.raises(EdgeverseError, match="--methods: got 'nope'"):
+        make_plan(methods=["nope"])
+    with pytest.raises(EdgeverseError, match="--presets: got 'nope'"):
+        make_plan(presets=["nope"])
+    with pytest.raises(EdgeverseError, match="--seeds"):
+        make_plan(seeds=0)
+    full = make_plan()
+    assert len(full.seeds) >= 20 and full.k_values[0] == 50 and full.k_values[-1] == 200
+    assert full.methods == tuple(METHODS)
+
+
+def test_methods_added_later_are_included(monkeypatch, tmp_path):
+    """A method registered after import (like the coming `optimal`) joins the reproduction by itself."""
+
+    def copycat(problem, **_):
+        return MethodResult(problem.best_snr_server(), "closed_form", 1, message="test method")
+
+    monkeypatch.setitem(METHODS, "copycat", copycat)
+    assert "copycat" in make_plan().methods  # the default plan reads the registry at run time
+    res = reproduce(tmp_path, progress=False, workers=1, presets=["paper-calibrated"], seeds=1, k_values=[50],
+                    sigma_values_m=[300.0], grid_cells=12, calibration_study=False, methods=["copycat"])
+    assert res.plan.methods == ("snr", "copycat")
+    rows = _read(tmp_path / "points.csv")
+    assert {r["method"] for r in rows} == {"copycat", "snr"}
+    red = [float(s["reduction_vs_snr_pct"]) for s in _read(tmp_path / "summary.csv") if s["method"] == "copycat"]
+    assert red and all(abs(v) < 1e-9 for v in red)
+
+
+def test_published_numbers_are_the_papers():
+    assert PUBLISHED["fig3_snr_ms"] == {50: 31.23, 200: 51.23}
+    assert PUBLISHED["fig3_ot_ms"] == {50: 19.11, 200: 25.17}
+    assert PUBLISHED["reduction_pct"] == 25.75
+
+
+def test_cli_module_entry_point_has_reproduce():
+    res = subprocess.run([sys.executable, "-m", "edgeverse", "reproduce", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    for opt in ("--quick", "--out", "--methods", "--seeds", "--workers", "--presets"):
+        assert opt in res.stdout
