@@ -171,6 +171,38 @@ def test_huge_cost_range():
     check_plan(res, m, cost, t)
 
 
+def test_huge_cost_range_many_servers_converges_with_default_budget():
+    rng = np.random.default_rng(17)
+    n, B = 5000, 16
+    cost = np.exp(rng.uniform(np.log(1e-9), np.log(1e3), (n, B)))
+    m = rng.random(n)
+    m /= m.sum()
+    t = rng.random(B)
+    t /= t.sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = solve_semidiscrete(m, cost, t)
+    assert res.converged and res.n_iter < 1000
+    check_plan(res, m, cost, t)  # strong duality certifies the optimum
+
+
+def test_few_cells_split_over_many_servers():
+    """3 cells (one holding most of the mass) feed 40 servers: long relay paths."""
+    ot = pytest.importorskip("ot")
+    rng = np.random.default_rng(18)
+    x = rng.random(3)
+    sites = rng.random(40)
+    cost = (x[:, None] - sites[None, :]) ** 2
+    m = np.array([0.8, 0.05, 0.15])
+    t = rng.random(40) ** 2
+    t /= t.sum()
+    res = solve_semidiscrete(m, cost, t)
+    assert res.converged
+    assert res.cost == pytest.approx(ot.emd2(m, t, cost), rel=1e-6)
+    check_plan(res, m, cost, t)
+    assert res.plan_rows.size == 3
+
+
 @pytest.mark.parametrize("factor", [1e-30, 1e30])
 def test_cost_scale_invariance(factor):
     m, cost, t = points_problem(800, 5, seed=9)

@@ -29,7 +29,7 @@ Algorithm
    certified excess over its cell's best, so the band is widened only when
    the weights move too far.  A Newton step therefore costs
    ``O(band x width)``, not ``O(n B)``.  Cold starts begin on nested
-   systematic subsamples of the cells (about ``64 B`` cells first) and warm
+   systematic subsamples of the cells (about ``32 B`` cells first) and warm
    start each larger sample.
 2. *Exact phase.*  From the smoothed weights, the hard assignment is repaired
    by successive shortest paths on the ``B``-node exchange graph (a
@@ -71,17 +71,20 @@ __all__ = [
 _T = 12.0
 # Number of matrix entries processed per chunk in the full passes.
 _CHUNK_ENTRIES = 1 << 20
-# Cold start: the smallest subsample (at least 64 cells per server) and the
+# Cold start: the smallest subsample (at least 32 cells per server) and the
 # ratio between successive subsample sizes.
 _COARSE_CELLS = 1024
 _LADDER_FACTOR = 16
 # Smoothed phase: decay of eps per level, Newton step (in units of eps) below
-# which a level is done, trust radius (in units of eps) of a Newton step, and
-# the fraction of misassigned cells above which the band holds every cell.
+# which a level is done, initial trust radius (in units of eps) of a Newton
+# step, caps on steps and band rebuilds per level, and the fraction of
+# misassigned cells above which the band holds every cell.
 _EPS_DECAY = 0.1
 _LEVEL_TOL = 2.0
 _RADIUS = 30.0
-_DENSE = 0.02
+_LEVEL_ITERS = 20
+_LEVEL_REBUILDS = 4
+_DENSE = 0.05
 
 
 # Diagnostics: set to a list to record (event, info) tuples (tests, tuning).
@@ -510,10 +513,14 @@ def _newton_direction(L, g, eps, radius=np.inf):
 def _newton_levels(band, w, eps, *, stop_moves, eps_min, cap, budget, it):
     """Damped Newton on the smoothed dual, lowering ``eps`` tenfold per level.
 
-    A level ends when the Newton step spans less than ``eps / 2``.  The
-    levels stop when the hard assignment is within ``stop_moves`` cells (in
-    mass) of the targets, when that number stagnates, or at ``eps_min``.
-    Returns ``(w, n_iter)``.
+    Steps are Levenberg-Marquardt steps in a trust region (span of the step
+    at most ``radius``, which starts at ``_RADIUS eps``, doubles after a
+    full-length step and halves after a rejected one).  A level ends when the
+    unconstrained Newton step spans less than ``_LEVEL_TOL eps`` (or after
+    ``_LEVEL_ITERS`` steps or ``_LEVEL_REBUILDS`` band rebuilds).  The levels
+    stop when the hard assignment is within ``stop_moves`` cells (in mass)
+    of the targets, when that number stagnates, or at ``eps_min``; the
+    exact phase does the rest.  Returns ``(w, n_iter)``.
     """
     t = band.t
     mbar = float(band.m.sum()) / band.m.size
@@ -521,19 +528,23 @@ def _newton_levels(band, w, eps, *, stop_moves, eps_min, cap, budget, it):
     while True:
         band.eps = eps
         F, g, PM = band.evaluate(w)
-        level_it = 0
+        level_it = rebuilds = 0
         rebuilt = False
-        while it < budget and level_it < 50:
+        radius = _RADIUS * eps
+        while it < budget and level_it < _LEVEL_ITERS:
             L = band.hessian(PM)
             room = band.room(w)
             if room < 2.0 * eps and not rebuilt:  # no room left: widen the band
-                d, _ = _newton_direction(L, g, eps, cap)
+                if rebuilds == _LEVEL_REBUILDS:
+                    break
+                d, _ = _newton_direction(L, g, eps, min(cap, radius))
                 sd = _span(d)
-                radius = max(_T * eps, min(2.0 * sd, 4.0 * (band.glb - _T * eps)))
-                _trace("rebuild", eps=eps, step=sd, radius=radius)
-                band.rebuild(w, _T * eps + radius)
+                widen = max(_T * eps, min(2.0 * sd, 4.0 * (band.glb - _T * eps)))
+                _trace("rebuild", eps=eps, step=sd, radius=widen)
+                band.rebuild(w, _T * eps + widen)
                 F, g, PM = band.evaluate(w)
                 rebuilt = True
+                rebuilds += 1
                 continue
             if room <= 0.0:  # pragma: no cover - the rebuild leaves room
                 band.rebuild(w, np.inf)
@@ -541,7 +552,7 @@ def _newton_levels(band, w, eps, *, stop_moves, eps_min, cap, budget, it):
                 room = np.inf
                 L = band.hessian(PM)
             rebuilt = False
-            d, limited = _newton_direction(L, g, eps, min(room, cap, _RADIUS * eps))
+            d, limited = _newton_direction(L, g, eps, min(room, cap, radius))
             sd = _span(d)
             if not limited and sd <= _LEVEL_TOL * eps:  # within the temperature: level done
                 break
@@ -562,12 +573,15 @@ def _newton_levels(band, w, eps, *, stop_moves, eps_min, cap, budget, it):
             level_it += 1
             if not accepted:
                 break
+            if alpha < 1.0:
+                radius = max(0.5 * radius, eps)
+            elif limited:
+                radius *= 2.0
             w, F, g, PM = wt, Ft, gt, PMt
         moves = 0.5 * float(np.abs(band.hard_masses(w) - t).sum()) / mbar
         _trace("level", n=band.m.size, eps=eps, band=band.act.size, width=band.X.shape[0],
                level_it=level_it, moves=moves)
-        stalled = moves <= 4.0 * stop_moves and moves > 0.7 * prev
-        if moves <= stop_moves or eps <= eps_min or it >= budget or stalled:
+        if moves <= stop_moves or eps <= eps_min or it >= budget or moves > 0.7 * prev:
             return w, it
         prev = moves
         eps = max(_EPS_DECAY * eps, eps_min)
@@ -604,14 +618,14 @@ def _refine(CT, m, t, w, *, scale, stop_moves, eps_min, budget, it, handoff):
 def _cold_start(CT, m, t, *, scale, stop_moves, eps_min, budget, handoff):
     """Multiscale cold start on nested subsamples; returns ``(w, it, band)``.
 
-    The coarsest problem (about ``64 B`` cells, at least ``_COARSE_CELLS``)
+    The coarsest problem (about ``32 B`` cells, at least ``_COARSE_CELLS``)
     starts from ``w = 0`` at a temperature of half the median gap between
     the best and second-best server; each larger sample (``_LADDER_FACTOR``
     times more cells) and finally the full problem are warm-started.
     """
     B, n = CT.shape
     sizes = []
-    s = max(_COARSE_CELLS, 64 * B)
+    s = max(_COARSE_CELLS, 32 * B)
     while s * 2 < n:
         sizes.append(s)
         s *= _LADDER_FACTOR
@@ -631,11 +645,13 @@ def _cold_start(CT, m, t, *, scale, stop_moves, eps_min, budget, handoff):
             w, it, band = _refine(Cs, ms, t, w, stop_moves=stop, it=it,
                                   handoff=handoff if size == n else 0, **kw)
             continue
-        _, gap = _best_two(Cs, w)
-        eps0 = min(max(0.5 * float(np.median(gap)), 1e-6 * scale), 0.1 * scale)
+        b1, gap = _best_two(Cs, w)
+        pos = gap[gap > 0.0]
+        eps0 = 0.5 * float(np.median(pos)) if pos.size else 0.0
+        eps0 = min(max(eps0, eps_min), 0.1 * scale)
         band = _Band(Cs, ms, t)
         band.eps = eps0
-        band.build(w, np.zeros(size, np.intp), np.zeros(size), np.inf)
+        band.build(w, b1, gap, np.inf)
         w, it = _newton_levels(band, w, eps0, stop_moves=stop, cap=2.0 * scale, it=it,
                                eps_min=eps_min, budget=budget)
     return w, it, band
@@ -644,6 +660,36 @@ def _cold_start(CT, m, t, *, scale, stop_moves, eps_min, budget, handoff):
 # --------------------------------------------------------------------------- #
 # Exact phase: successive shortest paths on the server graph
 # --------------------------------------------------------------------------- #
+def _route(Y, arcs, sets, delta, mass):
+    """Move ``delta`` along the arcs of a path, in place on the rows ``Y``.
+
+    Arc ``(b, c)`` moves mass from column ``b`` to column ``c`` through its
+    tied rows ``sets[i]`` (in order).  Returns None on success, or the amount
+    available at the first arc that cannot carry ``delta`` (``Y`` is then
+    partly modified: pass a copy).
+    """
+    for (b, c), rows in zip(arcs, sets):
+        y = Y[rows, b]
+        cum = np.cumsum(y)
+        avail = float(cum[-1]) if cum.size else 0.0
+        if avail < delta * (1.0 - 1e-15):
+            return avail
+        k = int(np.searchsorted(cum, delta, side="right"))
+        full = rows[:k]
+        Y[full, c] += Y[full, b]
+        Y[full, b] = 0.0
+        rest = delta - (float(cum[k - 1]) if k else 0.0)
+        if k < rows.size and rest > 0.0:
+            r = rows[k]
+            take = min(rest, float(Y[r, b]))
+            Y[r, b] -= take
+            Y[r, c] += take
+            if Y[r, b] <= 1e-13 * mass[r]:  # no dust left behind
+                Y[r, c] += Y[r, b]
+                Y[r, b] = 0.0
+    return None
+
+
 class _Exact:
     """Primal-dual min-cost flow from the candidate cells to the servers.
 
@@ -676,8 +722,9 @@ class _Exact:
         self.cand = cand
         self.Ck = np.ascontiguousarray(np.take(CT, cand, axis=1).T)
         self.cmag = float(np.abs(self.Ck).max()) if self.Ck.size else 0.0
+        self.mk = band.mA[cm]
         self.Y = np.zeros((cand.size, B))
-        self.Y[np.arange(cand.size), bA[cm]] = band.mA[cm]
+        self.Y[np.arange(cand.size), bA[cm]] = self.mk
         pm = ~cm
         self.pool = band.act[pm]
         self.pool_lb = float(gA[pm].min()) if pm.any() else np.inf
@@ -699,6 +746,7 @@ class _Exact:
         Cn = np.take(self.CT, idx, axis=1).T
         self.cmag = max(self.cmag, float(np.abs(Cn).max()))
         self.cand = np.concatenate([self.cand, idx])
+        self.mk = np.concatenate([self.mk, m])
         self.Ck = np.concatenate([self.Ck, Cn])
         self.Y = np.concatenate([self.Y, Yn])
         self.h = self.h - _bincount(b1, m, self.B)
@@ -734,6 +782,9 @@ class _Exact:
         self.pool_lb = float(gap[keep].min()) if keep.any() else np.inf
         self.pool_ref = w.copy()
         self.theta = theta
+        # a frozen cell may have switched between tied servers: recount
+        froz = ~self.cand_mask
+        self.h = _bincount(self.srv[froz], self.m[froz], self.B)
         self.e = self.h + self.Y.sum(axis=0) - self.t
         for b in range(self.B):
             self._group(b)
@@ -801,37 +852,38 @@ class _Exact:
                 path.append(int(pred[path[-1]]))
             path.reverse()
             arcs = list(zip(path[:-1], path[1:]))
-            delta = min(float(e[path[0]]), float(-e[j]))
             tie = self.tie * (self.cmag + float(np.abs(w).max()))
+            # tied cells of every arc; a cell moved by one arc may continue on the next
             sets = []
+            prev = np.zeros(0, dtype=np.intp)
             for b, c in arcs:
-                rows = self.rows[b]
+                rows = self.rows[b] if prev.size == 0 else np.union1d(self.rows[b], prev)
                 rc = (self.Ck[rows, c] - self.Ck[rows, b]) + (w[b] - w[c])
-                sel = np.flatnonzero(rc <= tie)
+                sel = np.flatnonzero(rc <= float(rc.min()) + tie)
                 rows = rows[sel[np.argsort(rc[sel], kind="stable")]]
                 sets.append(rows)
-                delta = min(delta, float(self.Y[rows, b].sum()))
+                prev = rows
+            # largest amount the path carries (cells may relay it along the path)
+            used = np.unique(np.concatenate(sets))
+            local = [np.searchsorted(used, r) for r in sets]
+            delta = min(float(e[path[0]]), float(-e[j]))
+            for _ in range(8):
+                Ysub = self.Y[used]
+                lim = _route(Ysub, arcs, local, delta, self.mk[used])
+                if lim is None:
+                    break
+                delta = lim
+            else:  # pragma: no cover - fall back to the capacities before any move
+                delta = min(delta, *(float(self.Y[r, b].sum()) for (b, _), r in zip(arcs, sets)))
             it += 1
             if delta <= 0.0:  # pragma: no cover - numerical safety net
-                self.expand(None)
+                stuck += 0 if self.expand(None) else 1
                 continue
-            touched = set()
-            for (b, c), rows in zip(arcs, sets):
-                cum = np.cumsum(self.Y[rows, b])
-                k = int(np.searchsorted(cum, delta, side="right"))
-                full = rows[:k]
-                self.Y[full, c] += self.Y[full, b]
-                self.Y[full, b] = 0.0
-                rest = delta - (float(cum[k - 1]) if k else 0.0)
-                if k < rows.size and rest > 0.0:
-                    r = rows[k]
-                    take = min(rest, float(self.Y[r, b]))
-                    self.Y[r, b] -= take
-                    self.Y[r, c] += take
-                touched.update((b, c))
-            s0 = path[0]
-            e[s0] = 0.0 if delta >= e[s0] else e[s0] - delta
-            e[j] = 0.0 if delta >= -e[j] else e[j] + delta
+            Ysub = self.Y[used]
+            _route(Ysub, arcs, local, delta, self.mk[used])
+            self.Y[used] = Ysub
+            touched = {x for arc in arcs for x in arc}
+            self.e = self.h + self.Y.sum(axis=0) - self.t
             for b in touched:
                 self._group(b)
         return it, bool(np.abs(self.e).max() <= etol)
@@ -906,8 +958,8 @@ def solve_semidiscrete(
     tol : float, optional
         Mass tolerance of the exact phase (absolute, per server).
     max_iter : int, optional
-        Budget of Newton iterations of the smoothed phase; the exact phase
-        may use ``max(max_iter, 2 (n + B))`` augmentations.
+        Budget of iterations: Newton steps of the smoothed phase (at most a
+        quarter of it) plus augmentations of the exact phase.
     weights0 : array_like, shape (B,), optional
         Warm start, e.g. the ``weights`` of a previous, similar problem.
 
@@ -997,8 +1049,8 @@ def solve_semidiscrete(
         scale = 1.0 if scale > 0.0 else 0.0
         stop_moves = float(max(4, BA // 2 + 4))
         n_cand = max(64, 8 * BA)
-        kw = dict(scale=scale, stop_moves=stop_moves, eps_min=1e-11 * scale, budget=max_iter,
-                  handoff=n_cand)
+        kw = dict(scale=scale, stop_moves=stop_moves, eps_min=1e-13 * scale,
+                  budget=max_iter // 4, handoff=n_cand)
         if weights0 is not None or scale == 0.0:
             w = np.zeros(BA) if weights0 is None else weights0[servers] / unit
             w -= w.mean()
