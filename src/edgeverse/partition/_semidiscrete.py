@@ -663,30 +663,35 @@ def _cold_start(CT, m, t, *, scale, stop_moves, eps_min, budget, handoff):
 def _route(Y, arcs, sets, delta, mass):
     """Move ``delta`` along the arcs of a path, in place on the rows ``Y``.
 
-    Arc ``(b, c)`` moves mass from column ``b`` to column ``c`` through its
-    tied rows ``sets[i]`` (in order).  Returns None on success, or the amount
-    available at the first arc that cannot carry ``delta`` (``Y`` is then
-    partly modified: pass a copy).
+    ``Y`` is a list of row lists (the few cells involved).  Arc ``(b, c)``
+    moves mass from column ``b`` to column ``c`` through its tied rows
+    ``sets[i]`` (in order).  Returns None on success, or the amount available
+    at the first arc that cannot carry ``delta`` (``Y`` is then partly
+    modified: pass a copy).
     """
     for (b, c), rows in zip(arcs, sets):
-        y = Y[rows, b]
-        cum = np.cumsum(y)
-        avail = float(cum[-1]) if cum.size else 0.0
+        avail = sum(Y[r][b] for r in rows)
         if avail < delta * (1.0 - 1e-15):
             return avail
-        k = int(np.searchsorted(cum, delta, side="right"))
-        full = rows[:k]
-        Y[full, c] += Y[full, b]
-        Y[full, b] = 0.0
-        rest = delta - (float(cum[k - 1]) if k else 0.0)
-        if k < rows.size and rest > 0.0:
-            r = rows[k]
-            take = min(rest, float(Y[r, b]))
-            Y[r, b] -= take
-            Y[r, c] += take
-            if Y[r, b] <= 1e-13 * mass[r]:  # no dust left behind
-                Y[r, c] += Y[r, b]
-                Y[r, b] = 0.0
+        rest = delta
+        for r in rows:
+            y = Y[r][b]
+            if y <= 0.0:
+                continue
+            row = Y[r]
+            if y <= rest:
+                row[c] += y
+                row[b] = 0.0
+                rest -= y
+            else:
+                row[b] = y - rest
+                row[c] += rest
+                rest = 0.0
+                if row[b] <= 1e-13 * mass[r]:  # no dust left behind
+                    row[c] += row[b]
+                    row[b] = 0.0
+            if rest <= 1e-15 * delta:
+                break
     return None
 
 
@@ -806,24 +811,43 @@ class _Exact:
         self.M[b] = Mb
 
     def _paths(self, src):
-        """Shortest paths from all sources (vectorised Bellman-Ford, costs >= 0)."""
+        """Shortest paths from all sources on the dense server graph (costs >= 0)."""
         w = self.w
         K = self.M + w[:, None] - w[None, :]
         np.maximum(K, 0.0, out=K)
         B = self.B
-        dist = np.where(src, 0.0, np.inf)
-        pred = np.full(B, -1, dtype=np.intp)
-        cols = np.arange(B)
-        for _ in range(B):
-            cand = dist[:, None] + K
-            u = np.argmin(cand, axis=0)
-            nd = cand[u, cols]
-            better = nd < dist
-            if not better.any():
+        if B > 24:  # vectorised Bellman-Ford (costs >= 0, few rounds)
+            dist = np.where(src, 0.0, np.inf)
+            pred = np.full(B, -1, dtype=np.intp)
+            cols = np.arange(B)
+            for _ in range(B):
+                cand = dist[:, None] + K
+                u = np.argmin(cand, axis=0)
+                nd = cand[u, cols]
+                better = nd < dist
+                if not better.any():
+                    break
+                dist = np.where(better, nd, dist)
+                pred = np.where(better, u, pred)
+            return dist, pred
+        Kl = K.tolist()
+        inf = math.inf
+        dist = [0.0 if x else inf for x in src.tolist()]
+        pred = [-1] * B
+        todo = set(range(B))
+        while todo:
+            u = min(todo, key=dist.__getitem__)
+            du = dist[u]
+            if du == inf:
                 break
-            dist = np.where(better, nd, dist)
-            pred = np.where(better, u, pred)
-        return dist, pred
+            todo.discard(u)
+            row = Kl[u]
+            for v in todo:
+                nd = du + row[v]
+                if nd < dist[v]:
+                    dist[v] = nd
+                    pred[v] = u
+        return np.array(dist), np.array(pred, dtype=np.intp)
 
     def run(self, budget, etol):
         """Augment until every target is met; returns ``(n_aug, converged)``."""
@@ -865,11 +889,12 @@ class _Exact:
                 prev = rows
             # largest amount the path carries (cells may relay it along the path)
             used = np.unique(np.concatenate(sets))
-            local = [np.searchsorted(used, r) for r in sets]
+            local = [np.searchsorted(used, r).tolist() for r in sets]
+            Yused = self.Y[used].tolist()
+            mused = self.mk[used].tolist()
             delta = min(float(e[path[0]]), float(-e[j]))
             for _ in range(8):
-                Ysub = self.Y[used]
-                lim = _route(Ysub, arcs, local, delta, self.mk[used])
+                lim = _route([row[:] for row in Yused], arcs, local, delta, mused)
                 if lim is None:
                     break
                 delta = lim
@@ -879,9 +904,8 @@ class _Exact:
             if delta <= 0.0:  # pragma: no cover - numerical safety net
                 stuck += 0 if self.expand(None) else 1
                 continue
-            Ysub = self.Y[used]
-            _route(Ysub, arcs, local, delta, self.mk[used])
-            self.Y[used] = Ysub
+            _route(Yused, arcs, local, delta, mused)
+            self.Y[used] = Yused
             touched = {x for arc in arcs for x in arc}
             self.e = self.h + self.Y.sum(axis=0) - self.t
             for b in touched:
