@@ -1001,9 +1001,15 @@ def solve_semidiscrete(
 
     Notes
     -----
-    Memory is ``O(n B)`` (a few arrays of the size of the band of cells
-    near the boundaries, full passes are chunked); the cost matrix is not
-    copied when every cell and server has positive mass.
+    Memory is ``O(n B)``: one scaled, transposed ``(B, n)`` copy of the
+    cost, arrays the size of the band of cells near the boundaries, and
+    chunked full passes.  Typical work: a few full passes over the cost plus
+    Newton steps on the band; ``n_iter`` is a few tens for ``B = 16``.
+
+    The plan is exact for the discretised problem: the returned weights and
+    plan satisfy complementary slackness for every cell, so the dual value
+    ``sum_i m_i min_b (c_ib - w_b) + sum_b t_b w_b`` equals ``cost`` up to
+    rounding (a certificate that does not need a reference solver).
 
     Examples
     --------
