@@ -62,10 +62,15 @@ QUICK_CALIBRATION_SEEDS = 1
 #: that every method runs 20 seeds at every point within the time budget (the calibration study measures the
 #: effect of the grid: variant ``calibrated,grid 100``).  ``--grid 100`` runs on the presets' own grid.
 REPRO_GRID = 50
+#: Quick mode's grid: 30 x 30 cells of about 67 m (a smoke test; stated in the report).
+QUICK_GRID = 30
 #: Options given to expensive methods so that they fit the budget (passed to the method; reported).
-#: ``optimal``: no random starts (it still starts from SNR, Voronoi and damped Algorithm 1) and no
-#: single-cell polish, which costs 5-50 s per point at K = 200 on one core.
-DEFAULT_METHOD_OPTIONS: dict[str, dict[str, Any]] = {"optimal": {"n_starts": 0, "polish_result": False}}
+#: ``optimal``: no random starts (it still starts from SNR, Voronoi and damped Algorithm 1), at most 5
+#: projected-gradient steps per start and no single-cell polish (which alone costs 5-90 s per point at
+#: K = 200): about 0.5 s per point instead of 2-90 s.  The spot check runs it at its defaults.
+DEFAULT_METHOD_OPTIONS: dict[str, dict[str, Any]] = {
+    "optimal": {"n_starts": 0, "polish_result": False, "max_iter": 5},
+}
 FIG2_K = 60          # paper, Fig. 2
 FIG4_K = 60          # not given by the paper for Fig. 4: the presets' K (Fig. 2's), stated in the report
 CALIBRATION_METHODS = ("snr", "paper-damped")
@@ -153,7 +158,7 @@ def make_plan(*, quick: bool = False, methods: Sequence[str] | None = None, seed
         raise EdgeverseError(f"--k-values: got {list(ks)}; every K must be >= 1")
     if any(not s > 0 for s in sig):
         raise EdgeverseError(f"--sigma-values: got {list(sig)}; every sigma must be > 0 m")
-    grid_cells = REPRO_GRID if grid_cells is None else int(grid_cells)
+    grid_cells = (QUICK_GRID if quick else REPRO_GRID) if grid_cells is None else int(grid_cells)
     if grid_cells < 2:
         raise EdgeverseError(f"--grid: got {grid_cells}; at least 2 cells per axis")
     opts = {m: dict(o) for m, o in DEFAULT_METHOD_OPTIONS.items()}
@@ -682,7 +687,7 @@ def calibration_tasks(plan: Plan) -> list[Task]:
     return tasks
 
 
-SPOT_SEEDS = 2
+SPOT_SEEDS = 1
 
 
 def spot_check_tasks(plan: Plan) -> list[Task]:
@@ -1073,11 +1078,13 @@ def write_report(path: Path, *, plan: Plan, summary: list[dict], rows: list[dict
                  f"{preset_config(plan.presets[0])['zone']['size_m'][0] / plan.grid_cells:g} m"
                  + (" (the presets' own grid)" if plan.grid_cells == 100 else
                     " (the presets use 100 x 100; a coarser grid keeps 20 seeds of every method within the time "
-                    "budget; variant `calibrated,grid 100` of the calibration study measures the difference)")],
+                    "budget" + ("; quick mode uses an even coarser one" if plan.quick else "")
+                    + "; variant `calibrated,grid 100` of the calibration study measures the difference)")],
         ["method options", "; ".join(f"`{m}`: " + ", ".join(f"{k}={v}" for k, v in o.items())
                                      for m, o in plan.method_options.items())
-         + (" (to fit the time budget: `optimal` then starts from SNR, Voronoi and damped Algorithm 1 only and skips "
-            "its single-cell polish, so its numbers are an upper bound on what the full method reaches)"
+         + (" (to fit the time budget: `optimal` then starts from SNR, Voronoi and damped Algorithm 1 only, takes at "
+            "most 5 steps on the masses per start and skips its single-cell polish, so its numbers are an upper bound "
+            "on what the full method reaches; see the spot check)"
             if "optimal" in plan.method_options else "") if plan.method_options else "none (every method's defaults)"],
         ["statistics", "mean and 95 % Student-t confidence interval over seeds; comparisons with SNR paired by seed"],
         ["hotspot region", "the region with the highest sensing density alpha_b / area_b (the paper: \"region 1 has "
@@ -1132,8 +1139,9 @@ def write_report(path: Path, *, plan: Plan, summary: list[dict], rows: list[dict
     add("## Algorithm 1 status counts\n")
     add("Per point, how each iterative method stopped over the seeds (`converged`: fixed point or unchanged "
         "objective; `cycled`: a partition came back (Algorithm 1 as written oscillates, MODEL.md item 6); "
-        "`stalled`/`max_iter`: the damped variant's step fell below its floor / the iteration cap). The last iterate "
-        "is scored in every case, as the paper's line 12 does.\n")
+        "`stalled`: the damped variant's step fell below its floor; `max_iter`: the iteration cap (for a method run "
+        "with reduced options, the cap given in the configuration table)). The last (or, for `optimal`, the best) "
+        "iterate is scored in every case, as the paper's line 12 does.\n")
     for preset in plan.presets:
         add(f"### `{preset}`\n")
         add(_status_table(summary, plan, preset) + "\n")
@@ -1430,8 +1438,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
         description="Regenerate the paper's Figs. 2-4, points.csv, summary.csv and REPORT.md from the embedded "
                     "presets (paper, paper-calibrated), running every point on all cores.")
     s.add_argument("--quick", action="store_true",
-                   help=f"{QUICK_SEEDS} seeds, K in {list(QUICK_K)}, sigma in {[int(x) for x in QUICK_SIGMA_M]} m "
-                        "(< 1 min)")
+                   help=f"{QUICK_SEEDS} seeds, K in {list(QUICK_K)}, sigma in {[int(x) for x in QUICK_SIGMA_M]} m, "
+                        f"{QUICK_GRID} x {QUICK_GRID} grid (< 1 min)")
     s.add_argument("--out", default="reproduction", help="output folder (default: reproduction)")
     s.add_argument("--methods",
                    help=f"comma-separated methods (default: all: {', '.join(METHODS)}); snr is always added")
@@ -1439,7 +1447,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help=f"worker processes (default: all cores, {available_workers()})")
     s.add_argument("--presets", help=f"comma-separated presets (default: {','.join(DEFAULT_PRESETS)})")
     s.add_argument("--grid", type=int, metavar="N",
-                   help=f"grid of N x N cells (default: {REPRO_GRID}; the presets' own grid is 100)")
+                   help=f"grid of N x N cells (default: {REPRO_GRID}, quick: {QUICK_GRID}; the presets' own is 100)")
     s.add_argument("--method-option", action="append", metavar="METHOD.OPTION=VALUE",
                    help="option passed to a method, e.g. optimal.polish_result=true (default: "
                         + "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in o.items())
