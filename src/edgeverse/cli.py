@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from . import __version__
 from .errors import EdgeverseError
@@ -38,6 +41,12 @@ def cmd_solve(args) -> int:
         if m not in METHODS:
             raise EdgeverseError(f"--method: got {m!r}; available: {', '.join(METHODS)}, all")
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise EdgeverseError(f"--out: {str(out)!r} exists and is not a folder; give a folder for the result files")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeverseError(f"--out: cannot create the folder {str(out)!r}: {exc.strerror or exc}") from None
     from .build import build_problem
 
     problem = build_problem(scn)  # gains and per-cell costs once, shared by every method
@@ -45,11 +54,24 @@ def cmd_solve(args) -> int:
         sol = solve(problem, m, polish=args.polish)
         target = out / m if len(methods) > 1 else out
         sol.save(target, figure=not args.no_figure)
-        print(sol.summary())
-        print(f"\nwrote {target}/solution.json, servers.csv, twins.csv, timing.json"
-              + ("" if args.no_figure else ", partition.png"))
-        print()
+        _print(sol.summary())
+        if not np.isfinite(sol.objective_ms):
+            bad = [r["name"] for r in sol.server_rows() if not np.isfinite(r["T_ms"])]
+            print(f"edgeverse: warning: the objective is infinite: servers {', '.join(bad)} have an infinite "
+                  "sub-synchronization time (zero rate or no rendering compute for a loaded region); "
+                  "check the powers, noise and capacities", file=sys.stderr)
+        _print(f"\nwrote {target}/solution.json, servers.csv, twins.csv, timing.json"
+               + ("" if args.no_figure else ", partition.png") + "\n")
     return 0
+
+
+def _print(text: str) -> None:
+    """Print, but keep going when stdout is a closed pipe (e.g. piped into head): results are still written."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 def cmd_presets(args) -> int:
@@ -127,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgeverse: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a program that stopped reading
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

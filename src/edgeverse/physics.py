@@ -47,7 +47,7 @@ def spectral_efficiency_bps_per_hz(snr_linear: ArrayLike) -> np.ndarray:
     >>> float(spectral_efficiency_bps_per_hz(3.0))
     2.0
     """
-    return np.log2(1.0 + _arr(snr_linear))
+    return np.log1p(_arr(snr_linear)) / np.log(2.0)  # log1p: exact for tiny SNR too
 
 
 def sensor_rate_bps(bandwidth_hz: ArrayLike, n_sensors: ArrayLike, snr_linear: ArrayLike) -> np.ndarray:

@@ -268,7 +268,7 @@ class TwinType(_Model):
 
 
 class Twins(_Model):
-    count: Annotated[int, Field(ge=0)] | None = Field(
+    count: Annotated[int, Field(ge=1, le=10_000_000, strict=False)] | None = Field(
         default=None, description="K, number of digital twins (from a twin file: its number of rows)")
     types: list[TwinType] = Field(min_length=1)
     positions: PositionModel = Field(description="f, the distribution of PT positions")
@@ -518,12 +518,20 @@ def _fail(field: str, message: str) -> None:
 
 
 # --------------------------------------------------------------------------- cross-field checks
+#: Largest grid accepted (cells): about 1.6 GB per float64 array of that length.
+MAX_CELLS = 200_000_000
+
+
 def _check_consistency(scn: Scenario, base_dir: Path | None) -> None:
     z = scn.zone
     for name in ("size_m", "cells"):
         if getattr(z, name) is None:
             _fail(f"zone.{name}", "required field is missing; give zone.size_m and zone.cells, or zone.auto "
                   "(the servers' bounding box plus a margin)")
+    n_cells = int(np.prod([int(c) for c in z.cells], dtype=object))
+    if n_cells > MAX_CELLS:
+        _fail("zone.cells", f"got {list(z.cells)} = {n_cells:,} cells; at most {MAX_CELLS:,} are supported "
+              "(use coarser cells)")
     s = scn.servers
     if s.positions_m is None:
         _fail("servers.positions_m", "required field is missing; give the positions or servers.sites (a site file)")
@@ -995,7 +1003,14 @@ def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     if not p.exists():
         raise ScenarioError(f"scenario file {str(path)!r} does not exist")
-    text = p.read_text(encoding="utf-8")
+    if p.is_dir():
+        raise ScenarioError(f"scenario file {str(path)!r} is a folder; give a .yaml, .yml or .toml file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError(f"scenario file {str(path)!r} is not a UTF-8 text file (YAML or TOML expected)") from None
+    except OSError as exc:
+        raise ScenarioError(f"scenario file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
     try:
         if p.suffix.lower() == ".toml":
             data = tomllib.loads(text)
