@@ -15,6 +15,8 @@ import numpy as np
 from . import physics
 from .channel import channel_gain
 from .grid import Grid, density_masses, sample_positions
+from .links import (DEFAULT_CANDIDATES, BOUND_SLACK, CellLinks, CellPoints, LinkModel, PairLookup, build_links,
+                    dense_links, server_classes)
 from .scenario import FromDensity, PointList, Scenario, per_server
 from .units import dbm_to_watt
 
@@ -31,9 +33,12 @@ class Twins:
     data_size_bits: np.ndarray       # (K,) D_k
     bandwidth_hz: np.ndarray         # (K,) W_k
     complexity_cycles_per_bit: np.ndarray  # (K,) Gamma_k
-    rate_bps: np.ndarray             # (K, B) r_kb
+    rate_bps: np.ndarray             # (K, B) r_kb (a PairLookup on sparse problems)
     upload_time_s: np.ndarray        # (K, B) tau^com_kb, eq. (6)
     min_compute_hz: np.ndarray       # (K, B) Algorithm 1 line 9; inf where infeasible
+    # sparse problems (many servers): the twin's cell's candidate servers only
+    cand_need_hz: np.ndarray | None = None   # (K, k) line-9 compute at the cell's candidates
+    need_lb_hz: np.ndarray | None = None     # (K, n_classes) lower bound at any non-candidate server
 
     @property
     def n(self) -> int:
@@ -69,6 +74,13 @@ class Problem:
     server_names: tuple[str, ...] = field(default=())
     projection: Any = None            # edgeverse.geo.Projection of the zone frame, or None (no geo section)
     server_lonlat_deg: np.ndarray | None = None   # (B, 2) WGS84 [lon, lat] of each server when projection is known
+    links: CellLinks | None = None    # candidate servers of each cell and their comm cost (edgeverse.links)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # static per-scenario results
+
+    @property
+    def sparse(self) -> bool:
+        """True when cells only know their candidate servers (many servers; see edgeverse.links)."""
+        return self.links is not None and not self.links.dense
 
     @property
     def density_fraction_kept(self) -> float | None:
@@ -109,14 +121,21 @@ class Problem:
         return base * (s.n_sensors if self.scenario.model.time_aggregation == "sensor_sum" else 1.0)
 
     def best_snr_server(self) -> np.ndarray:
-        """Server with the best channel to each cell: argmax_b h_ib xi / N0_b (bandwidth-free SNR)."""
-        return np.argmax(self.sensor_gain / self.noise_psd_w_per_hz[None, :], axis=1)
+        """Server with the best channel to each cell: argmax_b h_ib xi / N0_b (bandwidth-free SNR).
+
+        Static: computed once per problem (on sparse problems, while building the candidates).
+        """
+        if "best_snr" not in self.cache:
+            self.cache["best_snr"] = np.argmax(self.sensor_gain / self.noise_psd_w_per_hz[None, :], axis=1)
+        return self.cache["best_snr"].copy()
 
     def nearest_server(self) -> np.ndarray:
-        """Server nearest (in the horizontal plane) to each cell centre."""
-        c = self.grid.centers_m()[:, :2]
-        d2 = ((c[:, None, :] - self.server_positions_m[None, :, :]) ** 2).sum(axis=2)
-        return np.argmin(d2, axis=1)
+        """Server nearest (in the horizontal plane) to each cell centre (static, computed once)."""
+        if "nearest" not in self.cache:
+            c = self.grid.centers_m()[:, :2]
+            d2 = ((c[:, None, :] - self.server_positions_m[None, :, :]) ** 2).sum(axis=2)
+            self.cache["nearest"] = np.argmin(d2, axis=1)
+        return self.cache["nearest"].copy()
 
 
 def _heights(points_m: np.ndarray, grid: Grid, default_height_m: float) -> np.ndarray:
@@ -136,7 +155,8 @@ def link_gain(scenario: Scenario, points_m, heights_m, server_xy_m, server_heigh
     )
 
 
-def build_twins(scenario: Scenario, grid: Grid, servers_xy, servers_h, noise_psd_w_per_hz, rng) -> Twins:
+def build_twins(scenario: Scenario, grid: Grid, servers_xy, servers_h, noise_psd_w_per_hz, rng,
+                links: CellLinks | None = None) -> Twins:
     """Draw the PT positions and types (seeded) and compute their link budgets and line-9 compute."""
     tw = scenario.twins
     k = tw.count
@@ -155,6 +175,9 @@ def build_twins(scenario: Scenario, grid: Grid, servers_xy, servers_h, noise_psd
 
     mu, zeta, d_bits, w_hz, gamma = (col(n) for n in ("intensity_hz", "tx_power_w", "data_size_bits",
                                                       "bandwidth_hz", "complexity_cycles_per_bit"))
+    if links is not None and not links.dense:
+        return _sparse_twins(scenario, grid, links, positions, types, mu, zeta, d_bits, w_hz, gamma,
+                             _heights(positions, grid, tw.height_m), noise_psd_w_per_hz)
     gain = link_gain(scenario, positions, _heights(positions, grid, tw.height_m), servers_xy, servers_h)
     if scenario.model.twin_noise_bandwidth == "twin_band":
         noise_w = noise_psd_w_per_hz[None, :] * w_hz[:, None]
@@ -171,8 +194,85 @@ def build_twins(scenario: Scenario, grid: Grid, servers_xy, servers_h, noise_psd
     )
 
 
-def build_problem(scenario: Scenario) -> Problem:
-    """Build all arrays of a scenario (deterministic for a given ``scenario.seed``)."""
+def _sparse_twins(scenario, grid, links: CellLinks, positions, types, mu, zeta, d_bits, w_hz, gamma, heights,
+                  n0) -> Twins:
+    """Twins of a sparse problem: link budgets at their cell's candidate servers, the rest on demand."""
+    k = types.shape[0]
+    model = links.model
+    cell = grid.cell_of(positions) if k else np.zeros(0, dtype=int)
+    twin_band = scenario.model.twin_noise_bandwidth == "twin_band"
+    xy = np.asarray(positions, dtype=float)[:, :2]
+    h = np.asarray(heights, dtype=float)
+
+    def link(tw_idx, servers):
+        tw_idx = np.asarray(tw_idx)
+        servers = np.asarray(servers)
+        gain = model.gain(xy[tw_idx], h[tw_idx], servers)
+        noise = n0[servers] * w_hz[tw_idx] if twin_band else n0[servers]
+        rate = physics.twin_rate_bps(w_hz[tw_idx], physics.snr(gain, zeta[tw_idx], noise))
+        return rate
+
+    def rate_fn(r, c):
+        return link(r, c)
+
+    def upload_fn(r, c):
+        return physics.twin_upload_time_s(d_bits[r], link(r, c))
+
+    def need_fn(r, c):
+        return physics.twin_min_compute_hz(gamma[r], d_bits[r], mu[r], link(r, c))
+
+    B = links.n_servers
+    if k:
+        S = links.server[cell]
+        rows = np.broadcast_to(np.arange(k)[:, None], S.shape)
+        cand_need = need_fn(rows.reshape(-1), S.reshape(-1)).reshape(S.shape)
+        # PTs are anywhere in their cell: a non-candidate server is at least (k-th nearest distance of the
+        # cell centre) - (distance of the PT from the centre) away
+        centre = links.points.xy(cell)
+        dk = np.sqrt(((centre[:, None, :] - model.server_xy[S]) ** 2).sum(axis=2)).max(axis=1)
+        off = np.sqrt(((xy - centre) ** 2).sum(axis=1))
+        dlb = np.maximum(dk * (1.0 - BOUND_SLACK) - off * (1.0 + BOUND_SLACK), 0.0)
+        _, rep = server_classes(model)
+        need_lb = np.empty((k, rep.size))
+        for c, b in enumerate(rep):
+            s = np.full(k, b)
+            g = model.gain_at_distance(dlb, h, s) * (1.0 + BOUND_SLACK)
+            noise = n0[s] * w_hz if twin_band else n0[s]
+            rate = physics.twin_rate_bps(w_hz, physics.snr(g, zeta, noise)) * (1.0 + BOUND_SLACK)
+            need_lb[:, c] = physics.twin_min_compute_hz(gamma, d_bits, mu, rate) * (1.0 - BOUND_SLACK)
+    else:
+        cand_need = np.zeros((0, links.k))
+        need_lb = np.zeros((0, links.n_classes))
+
+    def need_lookup(r, c):
+        out = np.empty(r.shape)
+        if r.size == 0:
+            return out
+        pos = links.position(cell[r], c)
+        ok = pos >= 0
+        out[ok] = cand_need[r[ok], pos[ok]]
+        if not ok.all():
+            out[~ok] = need_fn(r[~ok], c[~ok])
+        return out
+
+    return Twins(
+        positions_m=positions, type_index=types, cell=cell, intensity_hz=mu, tx_power_w=zeta,
+        data_size_bits=d_bits, bandwidth_hz=w_hz, complexity_cycles_per_bit=gamma,
+        rate_bps=PairLookup((k, B), rate_fn, "twins.rate_bps"),
+        upload_time_s=PairLookup((k, B), upload_fn, "twins.upload_time_s"),
+        min_compute_hz=PairLookup((k, B), need_lookup, "twins.min_compute_hz"),
+        cand_need_hz=cand_need, need_lb_hz=need_lb,
+    )
+
+
+def build_problem(scenario: Scenario, *, candidates: int | None = None) -> Problem:
+    """Build all arrays of a scenario (deterministic for a given ``scenario.seed``).
+
+    ``candidates`` (default :data:`edgeverse.links.DEFAULT_CANDIDATES`): with more
+    servers than that, each cell keeps only its ``candidates`` nearest servers
+    (exact: see :mod:`edgeverse.links`) and no ``(cells x servers)`` array is
+    built; with at most that many, the dense arrays are built as always.
+    """
     grid = Grid.from_zone(scenario.zone)
     srv = scenario.servers
     b = srv.n
@@ -181,15 +281,32 @@ def build_problem(scenario: Scenario) -> Problem:
     n0 = dbm_to_watt(per_server(srv.noise_psd_dbm_per_hz, b))
     w_s = per_server(srv.sensor_bandwidth_hz, b)
     mass = density_masses(scenario.sensing.density, grid, scenario.base_dir)
-    centers = grid.centers_m()
     sens = scenario.sensing
-    gain = link_gain(scenario, centers, _heights(centers, grid, sens.height_m), xy, h_bs)
     noise = n0 * w_s if scenario.model.sensor_noise_bandwidth == "server_band" else n0.copy()
-    snr = physics.snr(gain, sens.tx_power_w, noise[None, :])
-    se = physics.spectral_efficiency_bps_per_hz(snr)
-    comm = physics.sensing_cost_s_per_bit(sens.data_density_bps_per_m3, w_s[None, :], se, 0.0, 1.0)
+    model = LinkModel(scenario.channel.model, scenario.channel.carrier_hz, xy, h_bs, w_s, n0, noise,
+                      float(sens.tx_power_w), float(sens.data_density_bps_per_m3),
+                      scenario.model.twin_noise_bandwidth == "twin_band")
+    points = CellPoints(grid, sens.height_m)
+    k = DEFAULT_CANDIDATES if candidates is None else int(candidates)
+    if k < 1:
+        raise ValueError(f"candidates: got {k}; must be at least 1")
+    cache: dict = {}
+    if b <= k:
+        centers = grid.centers_m()
+        gain = link_gain(scenario, centers, _heights(centers, grid, sens.height_m), xy, h_bs)
+        snr = physics.snr(gain, sens.tx_power_w, noise[None, :])
+        se = physics.spectral_efficiency_bps_per_hz(snr)
+        comm = physics.sensing_cost_s_per_bit(sens.data_density_bps_per_m3, w_s[None, :], se, 0.0, 1.0)
+        links = dense_links(comm, model, points)
+    else:
+        links, best_snr, nearest = build_links(model, points, grid.n_cells, k)
+        cache["best_snr"], cache["nearest"] = best_snr, nearest
+        shape = (grid.n_cells, b)
+        gain = PairLookup(shape, links.gain_pairs, "sensor_gain")
+        snr = PairLookup(shape, links.snr_pairs, "sensor_snr")
+        comm = PairLookup(shape, links.comm_at, "comm_cost_s_per_bit")
     rng = np.random.default_rng(scenario.seed)
-    twins = build_twins(scenario, grid, xy, h_bs, n0, rng)
+    twins = build_twins(scenario, grid, xy, h_bs, n0, rng, links)
     names = tuple(srv.names) if srv.names else tuple(f"S{i + 1}" for i in range(b))
     proj = scenario.projection()
     lonlat = None
@@ -200,5 +317,5 @@ def build_problem(scenario: Scenario) -> Problem:
         scenario=scenario, grid=grid, cell_mass=mass, server_positions_m=xy, server_height_m=h_bs,
         compute_hz=per_server(srv.compute_hz, b), sensor_bandwidth_hz=w_s, noise_psd_w_per_hz=n0,
         sensor_noise_w=noise, sensor_gain=gain, sensor_snr=snr, comm_cost_s_per_bit=comm, twins=twins,
-        server_names=names, projection=proj, server_lonlat_deg=lonlat,
+        server_names=names, projection=proj, server_lonlat_deg=lonlat, links=links, cache=cache,
     )

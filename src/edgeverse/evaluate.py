@@ -71,8 +71,78 @@ def render_budget_hz(problem: Problem) -> np.ndarray:
     return (1.0 - problem.scenario.model.min_render_fraction) * problem.compute_hz
 
 
+def admit_grouped(server: np.ndarray, need_hz: np.ndarray, budget_hz: np.ndarray, *, return_order: bool = False):
+    """:func:`admit` at every server at once: which DTs (server ``server[k]``, need ``need_hz[k]``) are hosted.
+
+    One stable lexsort by (server, need) and a row-wise running sum of the needs
+    (the same additions, in the same order, as :func:`admit` per server), so the
+    decisions are identical to calling :func:`admit` server by server.
+
+    >>> admit_grouped(np.array([0, 1, 0, 0]), np.array([3.0, 1.0, 1.0, 2.0]), np.array([3.5, 0.5])).tolist()
+    [False, False, True, True]
+    """
+    need = np.asarray(need_hz, dtype=float)
+    server = np.asarray(server)
+    hosted = np.zeros(need.shape[0], dtype=bool)
+    finite = np.flatnonzero(np.isfinite(need))
+    if finite.size == 0:
+        return (hosted, finite) if return_order else hosted
+    order = finite[np.lexsort((need[finite], server[finite]))]
+    srv = server[order]
+    starts = np.flatnonzero(np.r_[True, srv[1:] != srv[:-1]])
+    counts = np.diff(np.r_[starts, srv.size])
+    # one padded row per server: a row-wise cumsum adds in exactly admit()'s order
+    vals = need[order]
+    if starts.size * int(counts.max()) <= 4 * srv.size + 65536:
+        pos = np.arange(srv.size) - np.repeat(starts, counts)
+        row = np.repeat(np.arange(starts.size), counts)
+        grid = np.zeros((starts.size, int(counts.max())))
+        grid[row, pos] = vals
+        run = np.cumsum(grid, axis=1)[row, pos]
+    else:  # very uneven loads: one running sum per server
+        run = np.empty(srv.size)
+        for a, c in zip(starts.tolist(), counts.tolist()):
+            run[a:a + c] = np.cumsum(vals[a:a + c])
+    hosted[order[run <= np.asarray(budget_hz, dtype=float)[srv]]] = True
+    return (hosted, order) if return_order else hosted
+
+
+@dataclass(frozen=True)
+class Hosting:
+    """DT hosting for a partition without the per-DT reason strings (the solvers' inner loops)."""
+
+    server: np.ndarray   # (K,) the region's server of each DT
+    need: np.ndarray     # (K,) line-9 compute there (inf: deadline infeasible)
+    hosted: np.ndarray   # (K,) bool
+    psi: np.ndarray      # (B,) rendering compute
+    order: np.ndarray    # DTs with a finite need, sorted by (server, need, index)
+
+
+def host_twins(problem: Problem, cell_server: np.ndarray) -> Hosting:
+    """The admission rule at every server (as :func:`allocate`), without building the result tables."""
+    tw = problem.twins
+    k, b = tw.n, problem.n_servers
+    server = np.asarray(cell_server)[tw.cell] if k else np.zeros(0, dtype=int)
+    need = tw.min_compute_hz[np.arange(k), server] if k else np.zeros(0)
+    if k:
+        hosted, order = admit_grouped(server, need, render_budget_hz(problem), return_order=True)
+    else:
+        hosted, order = np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    phi = np.where(hosted, need, 0.0)
+    psi = problem.compute_hz - np.bincount(server, weights=phi, minlength=b)
+    return Hosting(server, need, hosted, psi, order)
+
+
 def allocate(problem: Problem, cell_server: np.ndarray) -> Allocation:
     """Host DTs at their region's server under the admission rule; split compute (Alg. 1 lines 6-10)."""
+    h = host_twins(problem, cell_server)
+    reason = np.where(h.hosted, HOSTED, np.where(np.isfinite(h.need), COMPUTE_EXHAUSTED, DEADLINE_INFEASIBLE))
+    phi = np.where(h.hosted, h.need, 0.0)
+    return Allocation(twin_server=h.server, hosted=h.hosted, phi_hz=phi, psi_hz=h.psi, reason=reason.astype(str))
+
+
+def allocate_reference(problem: Problem, cell_server: np.ndarray) -> Allocation:
+    """The straightforward :func:`allocate` (one :func:`admit` per server), kept for tests."""
     tw = problem.twins
     k, b = tw.n, problem.n_servers
     server = np.asarray(cell_server)[tw.cell] if k else np.zeros(0, dtype=int)
@@ -100,7 +170,7 @@ def objective_from_costs(problem: Problem, cell_server: np.ndarray, psi_hz: np.n
     """(9a) via the F form: mean_b time_scale * alpha_b * sum_{i in b} m_i F_ib, and T_b [s]."""
     cs = np.asarray(cell_server)
     alpha = region_masses(problem, cs)
-    f = problem.comm_cost_s_per_bit[np.arange(problem.n_cells), cs]
+    f = problem.links.assigned_comm(cs)
     integral_comm = np.bincount(cs, weights=problem.cell_mass * f, minlength=problem.n_servers)
     render = np.zeros(problem.n_servers)
     has = alpha > 0

@@ -11,6 +11,19 @@ when no PT stands in the cell.  When PTs do, their hosting at b and j is
 recomputed with the admission rule, which changes psi_b and psi_j.  Moves are
 ranked lexicographically: more hosted DTs first (MODEL.md item 9), then a
 lower objective; a move that would unhost a DT is never taken.
+
+Scale.  The moves of every cell are evaluated by :func:`edgeverse.kernels.best_moves`
+over the cell's candidate servers, with a lower bound proving that no other
+server does better (else a full scan of that cell), so the best move of every
+cell is exact with any number of servers.  The moves of cells holding PTs
+(:func:`_pt_best`) recompute the admission at both servers from the sorted
+needs of each server (a merge walk, in numba when available); a non-candidate
+target is ruled out by the bounds of :mod:`edgeverse.links` (its hosting gain
+from the DTs' least compute at that distance; its objective change from the
+same envelope as a plain move, valid when the target's spare compute cannot
+let the new DTs displace hosted ones), else the cell is scanned over every
+server.  ``_plain_deltas`` and ``_pt_moves`` are the dense, straightforward
+forms (tests and small problems).
 """
 
 from __future__ import annotations
@@ -20,7 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .build import Problem
-from .evaluate import admit, allocate, region_masses, render_budget_hz
+from .evaluate import admit, host_twins, region_masses, render_budget_hz
+from .kernels import best_moves, numba_active
+from .links import BOUND_SLACK
 
 
 @dataclass
@@ -33,53 +48,51 @@ class _State:
     t: np.ndarray          # T_b [s]
     hosted: np.ndarray     # (B,) hosted count
     twin_server: np.ndarray
+    c_own: np.ndarray = None      # (n,) comm cost of each cell at its server
+    need: np.ndarray = None       # (K,) DT need at its server
+    twin_hosted: np.ndarray = None  # (K,) bool
+    order: np.ndarray = None      # finite-need DTs sorted by (server, need, index)
 
     @property
     def objective(self) -> float:
         return float(self.t.mean())
 
 
-def _state(problem: Problem, cs: np.ndarray) -> _State:
-    alloc = allocate(problem, cs)
+def _state(problem: Problem, cs: np.ndarray, c_own: np.ndarray | None = None) -> _State:
+    h = host_twins(problem, cs)
     alpha = region_masses(problem, cs)
-    c = problem.comm_cost_s_per_bit[np.arange(problem.n_cells), cs]
+    c = problem.links.assigned_comm(cs) if c_own is None else c_own
     comm = np.bincount(cs, weights=problem.cell_mass * c, minlength=problem.n_servers)
-    render = problem.render_coeff / alloc.psi_hz
+    render = problem.render_coeff / h.psi
     t = problem.time_scale * alpha * (comm + alpha * render)
-    hosted = np.bincount(alloc.twin_server[alloc.hosted], minlength=problem.n_servers)
-    return _State(cs, alpha, comm, alloc.psi_hz, render, t, hosted, alloc.twin_server)
+    hosted = np.bincount(h.server[h.hosted], minlength=problem.n_servers)
+    return _State(cs, alpha, comm, h.psi, render, t, hosted, h.server, c, h.need, h.hosted, h.order)
 
 
-def _pt_cells(problem: Problem) -> tuple[np.ndarray, list[np.ndarray]]:
-    tw = problem.twins
-    if tw.n == 0:
-        return np.zeros(0, dtype=int), []
-    cells, inv = np.unique(tw.cell, return_inverse=True)
-    return cells, [np.flatnonzero(inv == i) for i in range(cells.size)]
-
-
+# --------------------------------------------------------------------------- dense reference forms
 def _plain_deltas(problem: Problem, st: _State) -> np.ndarray:
-    """(n, B) exact objective change [s, averaged over servers] of moving each cell to each server."""
+    """(n, B) exact objective change [s, averaged over servers] of moving each cell to each server (dense)."""
     s, nb = problem.time_scale, problem.n_servers
     m = problem.cell_mass
     rows = np.arange(problem.n_cells)
     b = st.cs
-    c_own = problem.comm_cost_s_per_bit[rows, b]
+    cc = np.asarray(problem.comm_cost_s_per_bit)
+    c_own = cc[rows, b]
     a_b = st.alpha[b] - m
     t_rem = s * a_b * (st.comm[b] - m * c_own + a_b * st.render[b]) - st.t[b]
     a_j = st.alpha[None, :] + m[:, None]
-    t_add = s * a_j * (st.comm[None, :] + m[:, None] * problem.comm_cost_s_per_bit + a_j * st.render[None, :]) - st.t[None, :]
+    t_add = s * a_j * (st.comm[None, :] + m[:, None] * cc + a_j * st.render[None, :]) - st.t[None, :]
     d = (t_rem[:, None] + t_add) / nb
     d[rows, b] = 0.0
     return d
 
 
 def _pt_moves(problem: Problem, st: _State, cells: np.ndarray, groups: list[np.ndarray]):
-    """Exact (hosting change, objective change) of moving each PT cell to each other server."""
+    """Exact (hosting change, objective change) of moving each PT cell to each other server (dense, loops)."""
     nb, s = problem.n_servers, problem.time_scale
-    need = problem.twins.min_compute_hz
+    need = np.asarray(problem.twins.min_compute_hz)
     budget = render_budget_hz(problem)
-    m_all, cc = problem.cell_mass, problem.comm_cost_s_per_bit
+    m_all, cc = problem.cell_mass, np.asarray(problem.comm_cost_s_per_bit)
     dh = np.zeros((cells.size, nb), dtype=int)
     dj = np.zeros((cells.size, nb))
     members = [np.flatnonzero(st.twin_server == b) for b in range(nb)]
@@ -106,6 +119,377 @@ def _pt_moves(problem: Problem, st: _State, cells: np.ndarray, groups: list[np.n
     return dh, dj
 
 
+# --------------------------------------------------------------------------- PT cells
+@dataclass(frozen=True)
+class _PTCells:
+    cells: np.ndarray   # (R,) cells holding PTs, ascending
+    off: np.ndarray     # (R+1,) offsets into twins
+    twins: np.ndarray   # DT indices grouped by cell (ascending within a cell)
+
+    @property
+    def size(self) -> int:
+        return int(self.cells.size)
+
+    def groups(self) -> list[np.ndarray]:
+        return [self.twins[self.off[r]:self.off[r + 1]] for r in range(self.size)]
+
+
+def _pt_cells(problem: Problem) -> _PTCells:
+    if "pt_cells" not in problem.cache:
+        tw = problem.twins
+        if tw.n == 0:
+            pc = _PTCells(np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        else:
+            cells, inv, counts = np.unique(tw.cell, return_inverse=True, return_counts=True)
+            order = np.argsort(inv.reshape(-1), kind="stable")
+            pc = _PTCells(cells.astype(np.int64), np.r_[0, np.cumsum(counts)].astype(np.int64), order.astype(np.int64))
+        problem.cache["pt_cells"] = pc
+    return problem.cache["pt_cells"]
+
+
+def _pairwise_sum(a, n):
+    """numpy's pairwise summation of ``a[:n]`` (what ``ndarray.sum`` does), so sums match it bit for bit."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3, r4, r5, r6, r7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+        i = 8
+        top = n - (n % 8)
+        while i < top:
+            r0 += a[i]
+            r1 += a[i + 1]
+            r2 += a[i + 2]
+            r3 += a[i + 3]
+            r4 += a[i + 4]
+            r5 += a[i + 5]
+            r6 += a[i + 6]
+            r7 += a[i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res += a[i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sum(a, n2) + _pairwise_sum(a[n2:], n - n2)
+
+
+def _pt_eval_py(cs_own, mass_r, c_own_r, cell_r, goff, gtw, tsrv, tcomm, tneed, twin_cell, mo, mneed, mtw,
+                io, itw, need_own, maxbuf, budget, psi_full, hosted, alpha, comm_b, t_b, s, nb, coeff,
+                out_dh, out_dj, out_hb, out_tb):
+    """Admission-exact (hosting change, objective change) of moving each PT cell to each of its targets.
+
+    ``mo/mneed/mtw``: every server's finite-need DTs in admission order (need, index); ``io/itw``: every
+    server's DTs in index order.  The walk in admission order finds the admitted set; its compute is then
+    summed in the dense form's order (members by index, then the moved DTs) with numpy's pairwise sum, so
+    psi - and every number here - is bit for bit the dense :func:`_pt_moves`'s.
+    """
+    R, kk = tsrv.shape
+    for r in _prange(R):
+        b = cs_own[r]
+        m = mass_r[r]
+        cell = cell_r[r]
+        g0 = goff[r]
+        g1 = goff[r + 1]
+        buf = np.empty(maxbuf)
+        # removal: admission at b without the cell's DTs
+        run = 0.0
+        hb = 0
+        lv = -1.0
+        li = -1
+        for p in range(mo[b], mo[b + 1]):
+            if twin_cell[mtw[p]] == cell:
+                continue
+            nxt = run + mneed[p]
+            if nxt <= budget[b]:
+                run = nxt
+                hb += 1
+                lv = mneed[p]
+                li = mtw[p]
+            else:
+                break
+        nbuf = 0
+        if hb > 0:
+            for p in range(io[b], io[b + 1]):
+                t = itw[p]
+                if twin_cell[t] == cell:
+                    continue
+                v = need_own[t]
+                if v < lv or (v == lv and t <= li):
+                    buf[nbuf] = v
+                    nbuf += 1
+        psi_b = psi_full[b] - _pairwise_sum(buf, nbuf)
+        a_b = alpha[b] - m
+        tb = s * a_b * (comm_b[b] - m * c_own_r[r] + a_b * coeff / psi_b)
+        out_hb[r] = hb
+        out_tb[r] = tb
+        gn = np.empty(g1 - g0)
+        gp = np.empty(g1 - g0, dtype=np.int64)
+        for q in range(kk):
+            j = tsrv[r, q]
+            if j == b:
+                out_dh[r, q] = -1
+                out_dj[r, q] = np.inf
+                continue
+            # the cell's DTs' finite needs at j, sorted stably (insertion sort: groups are small)
+            ng = 0
+            for g in range(g0, g1):
+                v = tneed[g, q]
+                if v < np.inf:
+                    p = ng
+                    while p > 0 and gn[p - 1] > v:
+                        gn[p] = gn[p - 1]
+                        gp[p] = gp[p - 1]
+                        p -= 1
+                    gn[p] = v
+                    gp[p] = g - g0
+                    ng += 1
+            # merge walk in admission order (a member first on equal needs)
+            run = 0.0
+            hj = 0
+            p = mo[j]
+            pe = mo[j + 1]
+            g = 0
+            lv = -1.0
+            lsrc = 0
+            lkey = -1
+            while p < pe or g < ng:
+                if g >= ng or (p < pe and mneed[p] <= gn[g]):
+                    v = mneed[p]
+                    src = 0
+                    key = mtw[p]
+                    p += 1
+                else:
+                    v = gn[g]
+                    src = 1
+                    key = gp[g]
+                    g += 1
+                nxt = run + v
+                if nxt <= budget[j]:
+                    run = nxt
+                    hj += 1
+                    lv = v
+                    lsrc = src
+                    lkey = key
+                else:
+                    break
+            nbuf = 0
+            if hj > 0:
+                for p2 in range(io[j], io[j + 1]):
+                    t = itw[p2]
+                    v = need_own[t]
+                    if v < lv or (v == lv and (lsrc == 1 or t <= lkey)):
+                        buf[nbuf] = v
+                        nbuf += 1
+                for g2 in range(g0, g1):
+                    v = tneed[g2, q]
+                    if v < lv or (v == lv and lsrc == 1 and g2 - g0 <= lkey):
+                        buf[nbuf] = v
+                        nbuf += 1
+            psi_j = psi_full[j] - _pairwise_sum(buf, nbuf)
+            a_j = alpha[j] + m
+            tj = s * a_j * (comm_b[j] + m * tcomm[r, q] + a_j * coeff / psi_j)
+            out_dh[r, q] = hb + hj - hosted[b] - hosted[j]
+            out_dj[r, q] = (tb - t_b[b] + tj - t_b[j]) / nb
+
+
+_prange = range
+_pt_eval = _pt_eval_py
+try:  # pragma: no cover - depends on the environment
+    from .kernels import HAVE_NUMBA
+
+    if HAVE_NUMBA:
+        import numba as _numba
+
+        _prange = _numba.prange
+        _pairwise_sum = _numba.njit(cache=True, nogil=True)(_pairwise_sum)
+        _pt_eval_nb = _numba.njit(cache=True, nogil=True, parallel=True)(_pt_eval_py)
+except Exception as _e:  # pragma: no cover
+    HAVE_NUMBA = False
+    _NUMBA_ERROR = repr(_e)
+
+
+def _pt_run(*args):
+    if HAVE_NUMBA and numba_active():
+        _pt_eval_nb(*args)
+    else:
+        _pt_eval_py(*args)
+
+
+@dataclass
+class _PTBest:
+    """Per PT cell: the lexicographically best move (max hosting change, then least objective change)."""
+
+    dh: np.ndarray        # (R,) best hosting change (-1 when no move keeps it)
+    dj: np.ndarray        # (R,) objective change of that move
+    j: np.ndarray         # (R,) its target
+    first_j: np.ndarray   # (R,) first target (lowest index) reaching the best hosting change
+    zero_dj: np.ndarray   # (R,) least objective change among moves that keep the hosting (dh == 0)
+    zero_j: np.ndarray    # (R,) its target
+    fallback: int = 0
+
+
+def _members(problem: Problem, st: _State):
+    """Every server's DTs: finite-need ones in admission order (offsets, needs, ids), all in index order."""
+    order = st.order
+    srv = st.twin_server[order]
+    arange = np.arange(problem.n_servers + 1)
+    mo = np.searchsorted(srv, arange).astype(np.int64)
+    itw = np.argsort(st.twin_server, kind="stable").astype(np.int64)
+    io = np.searchsorted(st.twin_server[itw], arange).astype(np.int64)
+    cnt = np.diff(io)
+    return mo, st.need[order].astype(float), order.astype(np.int64), io, itw, st.need.astype(float), cnt
+
+
+def _reduce(dh, dj, tsrv):
+    R = dh.shape[0]
+    if R == 0:
+        z = np.zeros(0)
+        zi = np.zeros(0, dtype=np.int64)
+        return z.astype(int), z, zi, zi, z, zi
+    rows = np.arange(R)
+    best_dh = dh.max(axis=1)
+    sc = np.where(dh == best_dh[:, None], dj, np.inf)
+    q = np.argmin(sc, axis=1)
+    # among equal targets the lowest server index: targets are ascending in each row
+    first_q = np.argmax(dh == best_dh[:, None], axis=1)
+    z = np.where(dh == 0, dj, np.inf)
+    zq = np.argmin(z, axis=1)
+    return (best_dh, sc[rows, q], tsrv[rows, q].astype(np.int64), tsrv[rows, first_q].astype(np.int64),
+            z[rows, zq], tsrv[rows, zq].astype(np.int64))
+
+
+def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -> _PTBest:
+    """The best move of every PT cell over every server (exact; candidates + bounds + scans)."""
+    links = problem.links
+    tw = problem.twins
+    R = ptc.size
+    if R == 0:
+        e = np.zeros(0)
+        ei = np.zeros(0, dtype=np.int64)
+        return _PTBest(e.astype(int), e, ei, ei, e, ei)
+    mo, mneed, mtw, io, itw, need_own, cnt = _members(problem, st)
+    maxbuf = int(cnt.max() if cnt.size else 0) + int(np.diff(ptc.off).max()) + 1
+    budget = render_budget_hz(problem)
+    cells = ptc.cells
+    own = st.cs[cells].astype(np.int64)
+    m_r = problem.cell_mass[cells]
+    c_r = st.c_own[cells]
+    twin_cell = tw.cell.astype(np.int64)
+    common = (twin_cell, mo, mneed, mtw, io, itw, need_own, maxbuf, budget, problem.compute_hz.astype(float), st.hosted.astype(np.int64),
+              st.alpha, st.comm, st.t, float(problem.time_scale), int(problem.n_servers), float(problem.render_coeff))
+    if links.dense:
+        B = problem.n_servers
+        tsrv = np.broadcast_to(np.arange(B, dtype=np.int64), (R, B)).copy()
+        tcomm = np.ascontiguousarray(links.comm[cells])
+        tneed = np.ascontiguousarray(np.asarray(tw.min_compute_hz)[ptc.twins])
+    else:
+        unsafe = _unsafe_servers(problem, st, ptc)
+        if unsafe.size == 0:
+            tsrv = links.server[cells].astype(np.int64)
+            tcomm = np.ascontiguousarray(links.comm[cells])
+            tneed = np.ascontiguousarray(tw.cand_need_hz[ptc.twins])
+        else:
+            # servers nearly out of compute are targets of every PT cell (the bounds assume spare compute)
+            tsrv = np.sort(np.concatenate([links.server[cells].astype(np.int64),
+                                           np.broadcast_to(unsafe, (R, unsafe.size))], axis=1), axis=1)
+            kk = tsrv.shape[1]
+            tcomm = links.comm_at(np.repeat(cells, kk), tsrv.ravel()).reshape(R, kk)
+            row_of = np.repeat(np.arange(R), np.diff(ptc.off))
+            tneed = tw.min_compute_hz[np.repeat(ptc.twins, kk), tsrv[row_of].ravel()].reshape(-1, kk)
+    dh = np.empty(tsrv.shape, dtype=np.int64)
+    dj = np.empty(tsrv.shape)
+    hb = np.empty(R, dtype=np.int64)
+    tb = np.empty(R)
+    _pt_run(own, m_r, c_r, cells, ptc.off, ptc.twins, tsrv, tcomm, tneed, *common, dh, dj, hb, tb)
+    out = _PTBest(*_reduce(dh, dj, tsrv))
+    if links.dense:
+        return out
+    # ---- non-candidate targets: bounds, else a full scan of the cell
+    fb = _pt_needs_scan(problem, st, ptc, out, cutoff, hb, tb)
+    out.fallback = int(fb.size)
+    if fb.size:
+        B = problem.n_servers
+        sub_off = np.r_[0, np.cumsum(ptc.off[fb + 1] - ptc.off[fb])].astype(np.int64)
+        sub_tw = np.concatenate([ptc.twins[ptc.off[r]:ptc.off[r + 1]] for r in fb])
+        ts = np.broadcast_to(np.arange(B, dtype=np.int64), (fb.size, B)).copy()
+        tc = np.ascontiguousarray(links.full_rows(cells[fb]))
+        tn = np.ascontiguousarray(tw.min_compute_hz[np.repeat(sub_tw, B), np.tile(np.arange(B), sub_tw.size)]
+                                  .reshape(sub_tw.size, B))
+        dh2 = np.empty(ts.shape, dtype=np.int64)
+        dj2 = np.empty(ts.shape)
+        _pt_run(own[fb], m_r[fb], c_r[fb], cells[fb], sub_off, sub_tw, ts, tc, tn, *common, dh2, dj2,
+                np.empty(fb.size, dtype=np.int64), np.empty(fb.size))
+        red = _reduce(dh2, dj2, ts)
+        for arr, val in zip((out.dh, out.dj, out.j, out.first_j, out.zero_dj, out.zero_j), red):
+            arr[fb] = val
+    return out
+
+
+def _unsafe_servers(problem: Problem, st: _State, ptc: _PTCells) -> np.ndarray:
+    """Servers whose spare compute is below (largest PT group) x (largest hosted need): there, new DTs may
+    displace hosted ones (psi may rise), so the PT-move bounds do not hold and they are evaluated exactly."""
+    budget = render_budget_hz(problem)
+    hosted_need = np.where(st.twin_hosted, st.need, 0.0)
+    hmax = np.zeros(problem.n_servers)
+    if st.twin_server.size:
+        np.maximum.at(hmax, st.twin_server, hosted_need)
+    slack = budget - (problem.compute_hz - st.psi)
+    gmax = int(np.diff(ptc.off).max()) if ptc.size else 0
+    return np.flatnonzero(slack < gmax * hmax * (1.0 + BOUND_SLACK)).astype(np.int64)
+
+
+def _pt_needs_scan(problem: Problem, st: _State, ptc: _PTCells, cand: _PTBest, cutoff: float,
+                   hb: np.ndarray, tb: np.ndarray) -> np.ndarray:
+    """PT cells whose best move is not proved to be among their candidate servers.
+
+    ``hb``, ``tb``: hosting and T_b at each cell's own server once its DTs leave (exact, from the kernel).
+    """
+    links = problem.links
+    tw = problem.twins
+    R = ptc.size
+    cells = ptc.cells
+    own = st.cs[cells]
+    budget = render_budget_hz(problem)
+    ncls = links.n_classes
+    size = np.diff(ptc.off)
+    # a non-candidate target j hosts at most the group's DTs whose least compute at that distance is finite
+    feas = np.isfinite(tw.need_lb_hz[ptc.twins])  # (G, ncls)
+    nfeas = np.add.reduceat(feas.astype(np.int64), ptc.off[:-1], axis=0)
+    dh_ub = hb - st.hosted[own] + nfeas.max(axis=1)
+    # servers with too little spare compute are targets of every PT cell already (_unsafe_servers): at the
+    # others the cell's DTs displace no hosted DT, psi_j can only fall, and the plain envelope bounds the move
+    s, nb = problem.time_scale, problem.n_servers
+    m = problem.cell_mass[cells]
+    with np.errstate(invalid="ignore"):
+        icpt = st.comm + 2.0 * st.alpha * st.render
+    envs = links.envelopes(st.alpha, icpt)
+    lbr = links.lb[cells]
+    lo = np.full(R, np.inf)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for c, e in enumerate(envs):
+            x = lbr[:, c]
+            lo = np.minimum(lo, s * m * e.lower(x) + s * m * m * x)
+        ta = links.tile_lower(st.alpha, icpt)
+        if ta is not None:
+            tx = links.tile_lower(np.ones_like(st.alpha), np.zeros_like(st.alpha))
+            tt = links.tile_of[cells]
+            lo = np.maximum(lo, s * m * ta[tt] + s * m * m * tx[tt])
+        t_rem = tb - st.t[own]
+        low = (t_rem + lo) / nb
+        tmax = float(np.max(np.abs(st.t[np.isfinite(st.t)]))) if np.isfinite(st.t).any() else 0.0
+        low = low - BOUND_SLACK * (np.abs(t_rem) + np.abs(lo) + tmax) / nb
+    target = np.minimum(cand.zero_dj, cutoff)
+    need = (dh_ub > 0) & (dh_ub >= np.maximum(cand.dh, 0))          # a hosting gain may lie elsewhere
+    need |= (dh_ub >= 0) & ~(low > target)                          # a hosting-neutral move may be better
+    return np.flatnonzero(need)
+
+
+# --------------------------------------------------------------------------- certificate and polish
 @dataclass(frozen=True)
 class Certificate:
     """How far a partition is from a single-move local optimum."""
@@ -121,39 +505,42 @@ class Certificate:
                 "best_move": list(self.best_move) if self.best_move else None}
 
 
-def _moves(problem, st, cells, groups):
-    d = _plain_deltas(problem, st)
-    if cells.size:
-        d[cells, :] = np.inf
-        dh, dj = _pt_moves(problem, st, cells, groups)
-        rows = np.arange(cells.size)
-        dj[rows, st.cs[cells]] = np.inf
-        dh[rows, st.cs[cells]] = -1
-        dj_ok = np.where(dh == 0, dj, np.inf)
-        d[cells, :] = dj_ok
-    else:
-        dh = np.zeros((0, problem.n_servers), dtype=int)
-    d[np.arange(problem.n_cells), st.cs] = np.inf
-    return d, dh
+def _plain(problem: Problem, st: _State, skip: np.ndarray, cutoff: float):
+    return best_moves(problem.links, st.cs, st.c_own, problem.cell_mass, st.alpha, st.comm, st.render, st.t,
+                      float(problem.time_scale), skip, cutoff)
+
+
+def _skip_mask(problem: Problem, ptc: _PTCells) -> np.ndarray:
+    skip = np.zeros(problem.n_cells, dtype=bool)
+    skip[ptc.cells] = True
+    return skip
 
 
 def certificate(problem: Problem, cell_server: np.ndarray) -> Certificate:
     """The largest single-cell-move improvement available (lexicographic: hosting, then objective)."""
     st = _state(problem, np.asarray(cell_server, dtype=int))
-    cells, groups = _pt_cells(problem)
-    d, dh = _moves(problem, st, cells, groups)
-    gain = int(dh.max()) if dh.size else 0
-    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
-    dec = max(0.0, -float(d[i, j]))
+    ptc = _pt_cells(problem)
+    bj, bd, _ = _plain(problem, st, _skip_mask(problem, ptc), 0.0)
+    pt = _pt_best(problem, st, ptc, 0.0)
+    # the dense form's row-major argmin: lowest cell first, then lowest server
+    d_all = bd.copy()
+    j_all = bj.copy()
+    if ptc.size:
+        d_all[ptc.cells] = pt.zero_dj
+        j_all[ptc.cells] = pt.zero_j
+    i = int(np.argmin(d_all))
+    dec = max(0.0, -float(d_all[i]))
     obj = st.objective
-    best = (int(i), int(j)) if dec > 0 else None
+    best = (i, int(j_all[i])) if dec > 0 else None
+    gain = int(pt.dh.max()) if ptc.size else 0
     if gain > 0:
-        r, j2 = np.unravel_index(int(np.argmax(dh)), dh.shape)
-        best = (int(cells[r]), int(j2))
+        r = int(np.argmax(pt.dh))
+        best = (int(ptc.cells[r]), int(pt.first_j[r]))
     return Certificate(dec * 1e3, dec / obj if obj > 0 else 0.0, max(gain, 0), best)
 
 
-def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12, max_rounds: int = 100_000):
+def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12, max_rounds: int = 100_000,
+           pt_batch: bool = False):
     """Single-cell-move local search from any partition, until no move improves.
 
     Rounds on cells without PTs use the closed-form deltas for all cells at
@@ -161,14 +548,94 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
     the batch as a whole does not improve, doubles after a success), so the
     objective decreases monotonically.  When no such move is left, the moves of
     cells holding PTs are evaluated exactly (hosting recomputed): the best
-    hosting-increasing move, else the best improving one, is applied.  Stops
-    when no single move improves: the result is a single-move local optimum.
+    hosting-increasing move, else the best improving one, is applied
+    (``pt_batch``: the best move of every PT cell, in a batch checked as a whole
+    like the plain ones - for problems with many PTs).  Stops when no single
+    move improves: the result is a single-move local optimum.
     Returns (cell_server, n_moves, history).
     """
     cs = np.asarray(cell_server, dtype=int).copy()
     st = _state(problem, cs)
-    cells, groups = _pt_cells(problem)
-    n, nb = problem.n_cells, problem.n_servers
+    ptc = _pt_cells(problem)
+    skip = _skip_mask(problem, ptc)
+    n_moves, frac, pfrac = 0, 0.25, 1.0
+    history = [{"round": 0, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()), "moves": 0}]
+    for rnd in range(1, max_rounds + 1):
+        thresh = -rel_tol * max(st.objective, 1e-300)
+        best_j, best_d, best_c = _plain(problem, st, skip, thresh)
+        cand = np.flatnonzero(best_d < thresh)
+        if cand.size:
+            cand = cand[np.argsort(best_d[cand], kind="stable")]
+            while True:
+                k = max(1, int(np.ceil(frac * cand.size)))
+                trial = cs.copy()
+                sel = cand[:k]
+                trial[sel] = best_j[sel]
+                c_trial = st.c_own.copy()
+                c_trial[sel] = best_c[sel]
+                st_new = _state(problem, trial, c_trial)
+                ok = st_new.objective < st.objective + thresh
+                if ok or k == 1:
+                    break
+                frac = max(frac / 2, 1e-6)
+            if ok:
+                cs, st = trial, st_new
+                n_moves += k
+                frac = min(1.0, frac * 2)
+                history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()),
+                                "moves": k})
+                continue
+        if not ptc.size:
+            break
+        pt = _pt_best(problem, st, ptc, thresh)
+        gmax = int(pt.dh.max())
+        if gmax > 0:
+            score = np.where(pt.dh == gmax, pt.dj, np.inf)
+        else:
+            score = np.where(pt.dh == 0, pt.dj, np.inf)
+            if score.min() >= thresh:
+                break
+        if pt_batch:
+            order = np.argsort(score, kind="stable")
+            order = order[np.isfinite(score[order]) & ((score[order] < thresh) | (gmax > 0))]
+            if gmax > 0:
+                order = order[pt.dh[order] == gmax]
+            while True:
+                k = max(1, int(np.ceil(pfrac * order.size)))
+                sel = order[:k]
+                trial = cs.copy()
+                trial[ptc.cells[sel]] = pt.j[sel]
+                st_new = _state(problem, trial)
+                key_new = (-int(st_new.hosted.sum()), st_new.objective)
+                key_old = (-int(st.hosted.sum()), st.objective + thresh)
+                ok = key_new < key_old
+                if ok or k == 1:
+                    break
+                pfrac = max(pfrac / 2, 1e-6)
+            if not ok:
+                break
+            cs, st = trial, st_new
+            n_moves += k
+            pfrac = min(1.0, pfrac * 2)
+            history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()),
+                            "moves": k})
+            continue
+        r = int(np.argmin(score))
+        cs = cs.copy()
+        cs[ptc.cells[r]] = pt.j[r]
+        st = _state(problem, cs)
+        n_moves += 1
+        history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()), "moves": 1})
+    return cs, n_moves, history
+
+
+def polish_reference(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12, max_rounds: int = 100_000):
+    """The straightforward dense polish (``(n, B)`` deltas, per-cell admission loops), kept for tests."""
+    cs = np.asarray(cell_server, dtype=int).copy()
+    st = _state(problem, cs)
+    ptc = _pt_cells(problem)
+    cells, groups = ptc.cells, ptc.groups()
+    n = problem.n_cells
     rows = np.arange(n)
     n_moves, frac = 0, 0.25
     history = [{"round": 0, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()), "moves": 0}]

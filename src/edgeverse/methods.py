@@ -25,7 +25,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .build import Problem
-from .evaluate import evaluate_partition, region_masses, sensing_cost
+from .evaluate import evaluate_partition, host_twins, objective_from_costs, region_masses, sensing_cost
+from .kernels import argmin_affine
 
 CONVERGED = "converged"
 CYCLED = "cycled"
@@ -67,12 +68,58 @@ def _hash(cell_server: np.ndarray) -> str:
 
 
 def map_14(problem: Problem, alpha: np.ndarray, psi_hz: np.ndarray) -> np.ndarray:
-    """Proposition 1, map (14): cell -> argmin_b alpha_b F(omega, kappa_b) (ties to the lowest index)."""
+    """Proposition 1, map (14): cell -> argmin_b alpha_b F(omega, kappa_b) (ties to the lowest index).
+
+    Evaluated over each cell's candidate servers with a bound on the others
+    (:func:`edgeverse.kernels.argmin_affine`): the same partition as the dense
+    :func:`map_14_reference`.
+    """
+    alpha = np.asarray(alpha, dtype=float)
+    psi_hz = np.asarray(psi_hz, dtype=float)
+    zero = np.flatnonzero(alpha == 0)
+    if zero.size:
+        # alpha_b = 0: that server's product is 0 (NaN -> 0 for F = inf) for every cell, and every other
+        # product is positive, so the lowest such server wins every cell (the paper's collapse)
+        return np.full(problem.n_cells, int(zero[0]), dtype=np.int64)
+    render = np.full(problem.n_servers, np.inf)
+    np.divide(problem.render_coeff, psi_hz, out=render, where=psi_hz > 0)
+    best, _ = argmin_affine(problem.links, alpha, render, None, nan_zero=True)
+    return best
+
+
+def map_14_reference(problem: Problem, alpha: np.ndarray, psi_hz: np.ndarray) -> np.ndarray:
+    """The dense form of :func:`map_14` (an (n, B) score matrix), kept for tests."""
     f = sensing_cost(problem, psi_hz)
     with np.errstate(invalid="ignore"):
         score = alpha[None, :] * f
     score = np.where(np.isnan(score), 0.0, score)  # alpha_b = 0 and F = inf: the paper's product is 0
     return np.argmin(score, axis=1)
+
+
+@dataclass(frozen=True)
+class QuickEvaluation:
+    """Objective (F form), hosting and masses of a partition, without the per-DT tables (sparse problems)."""
+
+    objective_ms: float
+    total_hosted: int
+    alpha: np.ndarray
+    psi_hz: np.ndarray
+
+
+def quick_evaluate(problem: Problem, cs: np.ndarray):
+    """(hosting, evaluation) of a partition for the methods' inner loops.
+
+    On dense problems this is :func:`edgeverse.evaluate.evaluate_partition`
+    itself (the numbers recorded so far are unchanged).  On sparse problems
+    the objective is the F form (:func:`edgeverse.evaluate.objective_from_costs`,
+    the same value up to rounding) and the per-DT tables are skipped; the
+    final solution is always scored by the full evaluator.
+    """
+    if not problem.sparse:
+        return evaluate_partition(problem, cs)
+    h = host_twins(problem, cs)
+    obj, _ = objective_from_costs(problem, cs, h.psi)
+    return h, QuickEvaluation(obj * 1e3, int(h.hosted.sum()), region_masses(problem, cs), h.psi)
 
 
 @register("snr")
@@ -89,8 +136,12 @@ def voronoi_method(problem: Problem, **_: Any) -> MethodResult:
     return MethodResult(cs, CLOSED_FORM, 1, message="nearest-server association (closed form)")
 
 
+def _psi(alloc) -> np.ndarray:
+    return alloc.psi_hz if hasattr(alloc, "psi_hz") else alloc.psi
+
+
 def _record(problem: Problem, it: int, cs: np.ndarray, prev: np.ndarray | None, **more: Any) -> tuple[dict, Any]:
-    alloc, ev = evaluate_partition(problem, cs)
+    alloc, ev = quick_evaluate(problem, cs)
     row = {
         "iteration": it,
         "objective_ms": ev.objective_ms,
@@ -133,7 +184,7 @@ def paper_algorithm1(problem: Problem, *, max_iter: int | None = None, rel_tol: 
         row, alloc = _record(problem, it, new, cs)
         history.append(row)
         alpha = np.asarray(row["alpha"])
-        psi = alloc.psi_hz
+        psi = _psi(alloc)
         obj = row["objective_ms"]
         h = _hash(new)
         fixed = bool(np.array_equal(new, cs))
@@ -171,9 +222,9 @@ def paper_damped(problem: Problem, *, max_iter: int | None = None, step: float =
     sv = problem.scenario.solver
     max_iter = max(sv.max_iter, 200) if max_iter is None else int(max_iter)
     cs = problem.nearest_server()
-    alloc0, _ = evaluate_partition(problem, cs)
+    alloc0, _ = quick_evaluate(problem, cs)
     alpha = region_masses(problem, cs)
-    psi = alloc0.psi_hz.copy()
+    psi = _psi(alloc0).copy()
     tol = 2.0 * float(problem.cell_mass.max())
     row, _ = _record(problem, 0, cs, None, residual=None, step=step, note="initial Voronoi partition")
     history = [row]
@@ -184,10 +235,9 @@ def paper_damped(problem: Problem, *, max_iter: int | None = None, step: float =
     best = (np.inf, cs)
     for it in range(1, max_iter + 1):
         new = map_14(problem, alpha, psi)
-        alloc, _ = evaluate_partition(problem, new)
         m = region_masses(problem, new)
         res = float(np.abs(m - alpha).sum())
-        row, _ = _record(problem, it, new, cs, residual=res, step=lam)
+        row, alloc = _record(problem, it, new, cs, residual=res, step=lam)
         history.append(row)
         cs = new
         if res < best[0]:
@@ -203,7 +253,7 @@ def paper_damped(problem: Problem, *, max_iter: int | None = None, step: float =
                 break
         prev_res = res
         alpha = alpha + lam * (m - alpha)
-        psi = psi + lam * (alloc.psi_hz - psi)
+        psi = psi + lam * (_psi(alloc) - psi)
     return MethodResult(cs, status, it, history, message, extra={"fixed_point_residual": float(history[-1]["residual"])})
 
 # the optimal method registers itself (imported last: it builds on the methods above)

@@ -1,0 +1,382 @@
+"""Hot loops over (cell, candidate server) pairs: numba when installed (``pip install edgeverse[fast]``), numpy otherwise.
+
+Two kernels carry the methods:
+
+* :func:`argmin_affine` - every cell's ``argmin_b u_b (c_ib + v_b) + w_b`` (map (14),
+  the Laguerre cells of the OT inner problem), ties to the lowest server index;
+* :func:`best_moves` - every cell's best single move and its exact objective
+  change (:mod:`edgeverse.local_search`).
+
+Both look only at each cell's candidate servers (:class:`edgeverse.links.CellLinks`)
+and return, beside the answer, a flag for the cells where the lower bound on the
+other servers does not prove it; those cells are then settled by a full scan
+(:func:`edgeverse.links.CellLinks.full_rows`), so the answer is exact.  The numba
+and numpy paths do the same floating-point operations in the same order (tested
+equal); numba runs on all cores (``EDGEVERSE_THREADS``) and skips the
+temporaries.  ``EDGEVERSE_NO_NUMBA=1`` forces the numpy path.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .links import BOUND_SLACK, CHUNK_ENTRIES, CellLinks, Envelope, map_chunks
+
+try:  # pragma: no cover - depends on the environment
+    if os.environ.get("EDGEVERSE_NO_NUMBA"):
+        raise ImportError
+    import numba as _nb
+
+    if not os.environ.get("NUMBA_THREADING_LAYER"):
+        # GNU OpenMP aborts a process that forks after using it (process pools do): use a fork-safe layer
+        _nb.config.THREADING_LAYER = "forksafe"
+    HAVE_NUMBA = True
+except ImportError as _e:  # pragma: no cover
+    _nb = None
+    HAVE_NUMBA = False
+    NUMBA_IMPORT_ERROR = repr(_e)
+
+_USE = {"numba": HAVE_NUMBA}
+
+
+def use_numba(flag: bool | None = None) -> bool:
+    """Switch the numba kernels on or off (tests compare both paths); returns the previous setting."""
+    prev = _USE["numba"]
+    if flag is not None:
+        _USE["numba"] = bool(flag) and HAVE_NUMBA
+    return prev
+
+
+def numba_active() -> bool:
+    return _USE["numba"]
+
+
+# --------------------------------------------------------------------------- envelopes as flat arrays
+def _pack(envs: list[Envelope]):
+    """Envelopes of every class as flat arrays (for the numba kernels)."""
+    a, d, x, off_l, off_x = [], [], [], [0], [0]
+    neg = np.zeros(len(envs), dtype=np.bool_)
+    for c, e in enumerate(envs):
+        if e.neg_inf:
+            neg[c] = True
+            a.append(np.zeros(0)), d.append(np.zeros(0)), x.append(np.zeros(0))
+        else:
+            a.append(e.a), d.append(e.d), x.append(e.x)
+        off_l.append(off_l[-1] + a[-1].size)
+        off_x.append(off_x[-1] + x[-1].size)
+    cat = lambda lst: np.concatenate(lst) if lst else np.zeros(0)  # noqa: E731
+    return (cat(a).astype(float), cat(d).astype(float), cat(x).astype(float),
+            np.asarray(off_l, dtype=np.int64), np.asarray(off_x, dtype=np.int64), neg)
+
+
+# =========================================================================== argmin of affine scores
+def argmin_affine(links: CellLinks, u: np.ndarray, v: np.ndarray, w: np.ndarray | None = None, *,
+                  nan_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Every cell's ``argmin_b u_b (c_ib + v_b) + w_b`` over *all* servers (exact), and the minimum.
+
+    ``u >= 0``.  With ``nan_zero`` a NaN score (``u_b = 0`` times an infinite
+    ``c_ib + v_b``) counts as 0, as in map (14).  Ties go to the lowest index.
+    """
+    u = np.asarray(u, dtype=float)
+    v = np.asarray(v, dtype=float)
+    w = np.zeros_like(u) if w is None else np.asarray(w, dtype=float)
+    n = links.n
+    best = np.empty(n, dtype=np.int64)
+    val = np.empty(n)
+    flag = np.zeros(n, dtype=np.bool_)
+    sparse = not links.dense
+    if sparse:
+        with np.errstate(invalid="ignore"):
+            icpt = u * v + w
+        if nan_zero:
+            icpt = np.where(np.isnan(icpt), w, icpt)
+        envs = links.envelopes(u, icpt)
+        tb = links.tile_lower(u, icpt, nan_zero)
+        tile_of = links.tile_of if tb is not None else np.zeros(1, dtype=np.int32)
+        if tb is None:
+            tb = np.full(1, -np.inf)
+    else:
+        tile_of, tb = np.zeros(1, dtype=np.int32), np.full(1, -np.inf)
+    if _USE["numba"]:
+        if sparse:
+            pa, pd, px, ol, ox, neg = _pack(envs)
+            lb, cls_ = links.lb, True
+        else:
+            pa = pd = px = np.zeros(0)
+            ol = ox = np.zeros(1, dtype=np.int64)
+            neg = np.zeros(0, dtype=np.bool_)
+            lb, cls_ = np.zeros((1, 1)), False
+        _nb_argmin_affine(np.ascontiguousarray(links.server) if sparse else np.zeros((1, 1), np.int32),
+                          links.comm, u, v, w, nan_zero, cls_, lb, pa, pd, px, ol, ox, neg, tile_of, tb,
+                          best, val, flag, BOUND_SLACK)
+    else:
+        def work(a, b):
+            C = links.comm[a:b]
+            with np.errstate(invalid="ignore"):
+                if sparse:
+                    S = links.server[a:b]
+                    sc = u[S] * (C + v[S]) + w[S]
+                else:
+                    sc = u[None, :] * (C + v[None, :]) + w[None, :]
+            if nan_zero:
+                sc = np.where(np.isnan(sc), 0.0 + (w[S] if sparse else w[None, :]), sc)
+            j = np.argmin(sc, axis=1)
+            r = np.arange(b - a)
+            val[a:b] = sc[r, j]
+            best[a:b] = S[r, j] if sparse else j
+            if sparse:
+                lo = links.noncandidate_lower(np.arange(a, b), envs, links.lb[a:b])
+                if links.tile_of is not None:
+                    lo = np.maximum(lo, tb[links.tile_of[a:b]])
+                flag[a:b] = ~(val[a:b] < lo)
+
+        map_chunks(work, n, max(1, CHUNK_ENTRIES // max(1, links.k)))
+    if sparse and flag.any():
+        rows = np.flatnonzero(flag)
+        step = max(1, CHUNK_ENTRIES // links.n_servers)
+        for a in range(0, rows.size, step):
+            r = rows[a:a + step]
+            C = links.full_rows(r)
+            with np.errstate(invalid="ignore"):
+                sc = u[None, :] * (C + v[None, :]) + w[None, :]
+            if nan_zero:
+                sc = np.where(np.isnan(sc), w[None, :] + 0.0, sc)
+            j = np.argmin(sc, axis=1)
+            best[r] = j
+            val[r] = sc[np.arange(r.size), j]
+    argmin_affine.last_fallback = int(flag.sum()) if sparse else 0
+    return best, val
+
+
+argmin_affine.last_fallback = 0
+
+
+# =========================================================================== best single moves
+def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s: float, skip: np.ndarray,
+               cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every cell's best single move ``(target, change, comm cost at target)`` over all servers.
+
+    The change is the exact objective change (averaged over servers) of moving
+    cell ``i`` from ``cs[i]`` to the target (the closed form of
+    :mod:`edgeverse.local_search`).  Cells with ``skip`` get target -1 and
+    change +inf.  A cell whose best candidate move is not proved best by the
+    bound on the other servers, while that bound is below ``cutoff``, is
+    settled by a full scan: the targets are exact wherever the change is below
+    ``cutoff``.
+    """
+    n, nb = links.n, links.n_servers
+    bj = np.empty(n, dtype=np.int64)
+    bd = np.empty(n)
+    bc = np.empty(n)
+    flag = np.zeros(n, dtype=np.bool_)
+    sparse = not links.dense
+    if sparse:
+        # t_add >= s m (alpha_j x + C_j + 2 alpha_j r_j) + s m^2 x for any non-candidate at comm cost >= x
+        with np.errstate(invalid="ignore"):
+            icpt = comm_b + 2.0 * alpha * render
+        envs = links.envelopes(alpha, icpt)
+        ta = links.tile_lower(alpha, icpt)
+        if ta is not None:
+            ta = s * ta
+            tx = s * links.tile_lower(np.ones_like(alpha), np.zeros_like(alpha))
+            tile_of = links.tile_of
+        else:
+            ta = tx = np.full(1, -np.inf)
+            tile_of = np.zeros(1, dtype=np.int32)
+    else:
+        ta = tx = np.full(1, -np.inf)
+        tile_of = np.zeros(1, dtype=np.int32)
+    tmax = float(np.max(np.abs(t_b[np.isfinite(t_b)]))) if np.isfinite(t_b).any() else 0.0
+    if _USE["numba"]:
+        if sparse:
+            pa, pd, px, ol, ox, neg = _pack(envs)
+            lb = links.lb
+            S = links.server
+        else:
+            pa = pd = px = np.zeros(0)
+            ol = ox = np.zeros(1, dtype=np.int64)
+            neg = np.zeros(0, dtype=np.bool_)
+            lb = np.zeros((1, 1))
+            S = np.zeros((1, 1), np.int32)
+        _nb_best_moves(S, sparse, links.comm, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, skip, cutoff,
+                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, BOUND_SLACK)
+    else:
+        def work(a, b):
+            C = links.comm[a:b]
+            m = mass[a:b]
+            own = cs[a:b]
+            a_b = alpha[own] - m
+            t_rem = s * a_b * (comm_b[own] - m * c_own[a:b] + a_b * render[own]) - t_b[own]
+            S = links.server[a:b] if sparse else np.broadcast_to(np.arange(nb), C.shape)
+            a_j = alpha[S] + m[:, None]
+            with np.errstate(invalid="ignore"):
+                t_add = s * a_j * (comm_b[S] + m[:, None] * C + a_j * render[S]) - t_b[S]
+                d = (t_rem[:, None] + t_add) / nb
+            d[S == own[:, None]] = np.inf
+            d[skip[a:b]] = np.inf
+            j = np.argmin(d, axis=1)
+            r = np.arange(b - a)
+            bd[a:b] = d[r, j]
+            bj[a:b] = S[r, j]
+            bc[a:b] = C[r, j]
+            sk = skip[a:b]
+            bj[a:b][sk] = -1
+            bc[a:b][sk] = np.nan
+            if sparse:
+                lbr = links.lb[a:b]
+                lo = np.full(b - a, np.inf)
+                with np.errstate(invalid="ignore", over="ignore"):
+                    for c, e in enumerate(envs):
+                        x = lbr[:, c]
+                        val = s * m * e.lower(x) + s * m * m * x
+                        lo = np.minimum(lo, val)
+                    if links.tile_of is not None:
+                        tt = links.tile_of[a:b]
+                        lo = np.maximum(lo, m * ta[tt] + m * m * tx[tt])
+                    low = (t_rem + lo) / nb
+                    margin = BOUND_SLACK * (np.abs(t_rem) + np.abs(lo) + tmax) / nb
+                low = low - margin
+                flag[a:b] = ~skip[a:b] & ~(low > bd[a:b]) & (low < cutoff)
+
+        map_chunks(work, n, max(1, CHUNK_ENTRIES // max(1, links.k)))
+    if sparse and flag.any():
+        rows = np.flatnonzero(flag)
+        step = max(1, CHUNK_ENTRIES // nb)
+        for a in range(0, rows.size, step):
+            r = rows[a:a + step]
+            C = links.full_rows(r)
+            m = mass[r]
+            own = cs[r]
+            a_b = alpha[own] - m
+            t_rem = s * a_b * (comm_b[own] - m * c_own[r] + a_b * render[own]) - t_b[own]
+            a_j = alpha[None, :] + m[:, None]
+            with np.errstate(invalid="ignore"):
+                t_add = s * a_j * (comm_b[None, :] + m[:, None] * C + a_j * render[None, :]) - t_b[None, :]
+                d = (t_rem[:, None] + t_add) / nb
+            d[np.arange(r.size), own] = np.inf
+            j = np.argmin(d, axis=1)
+            bj[r] = j
+            bd[r] = d[np.arange(r.size), j]
+            bc[r] = C[np.arange(r.size), j]
+    best_moves.last_fallback = int(flag.sum()) if sparse else 0
+    return bj, bd, bc
+
+
+best_moves.last_fallback = 0
+
+
+# =========================================================================== numba kernels
+if HAVE_NUMBA:  # pragma: no branch
+    _jit = _nb.njit(cache=True, nogil=True, parallel=True)
+    _jit1 = _nb.njit(cache=True, nogil=True)
+
+    @_jit1
+    def _env_lower(c, x, pa, pd, px, ol, ox, neg, slack):
+        if neg[c]:
+            return -np.inf
+        l0, l1 = ol[c], ol[c + 1]
+        if l1 == l0:
+            return np.inf
+        x0, x1 = ox[c], ox[c + 1]
+        # segment = number of breakpoints <= x
+        lo, hi = x0, x1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if px[mid] <= x:
+                lo = mid + 1
+            else:
+                hi = mid
+        seg = l0 + (lo - x0)
+        a = pa[seg]
+        d = pd[seg]
+        if np.isinf(x):
+            return np.inf if a > 0 else d
+        ax = a * x
+        return ax + d - (slack * (abs(ax) + abs(d)) + 1e-300)
+
+    @_jit
+    def _nb_argmin_affine(S, C, u, v, w, nan_zero, sparse, lb, pa, pd, px, ol, ox, neg, tile_of, tb,
+                          best, val, flag, slack):
+        n, k = C.shape
+        ncls = lb.shape[1]
+        for i in _nb.prange(n):
+            bv = np.inf
+            bj = -1
+            first = True
+            for q in range(k):
+                j = S[i, q] if sparse else q
+                sc = u[j] * (C[i, q] + v[j]) + w[j]
+                if np.isnan(sc):
+                    sc = (0.0 + w[j]) if nan_zero else sc
+                # np.argmin semantics: the first minimum; a NaN is a minimum
+                if first or sc < bv or (np.isnan(sc) and not np.isnan(bv)):
+                    bv = sc
+                    bj = j
+                    first = False
+            best[i] = bj
+            val[i] = bv
+            if sparse:
+                lo = np.inf
+                for c in range(ncls):
+                    e = _env_lower(c, lb[i, c], pa, pd, px, ol, ox, neg, slack)
+                    if e < lo:
+                        lo = e
+                if tb.shape[0] > 1 or tile_of.shape[0] > 1:
+                    t = tb[tile_of[i]]
+                    if t > lo:
+                        lo = t
+                flag[i] = not (bv < lo)
+
+    @_jit
+    def _nb_best_moves(S, sparse, C, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, skip, cutoff,
+                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, slack):
+        n, k = C.shape
+        ncls = lb.shape[1]
+        for i in _nb.prange(n):
+            if skip[i]:
+                bj[i] = -1
+                bd[i] = np.inf
+                bc[i] = np.nan
+                continue
+            own = cs[i]
+            m = mass[i]
+            a_b = alpha[own] - m
+            t_rem = s * a_b * (comm_b[own] - m * c_own[i] + a_b * render[own]) - t_b[own]
+            best_d = np.inf
+            best_j = -1
+            best_c = np.nan
+            first = True
+            for q in range(k):
+                j = S[i, q] if sparse else q
+                if j == own:
+                    d = np.inf
+                else:
+                    a_j = alpha[j] + m
+                    t_add = s * a_j * (comm_b[j] + m * C[i, q] + a_j * render[j]) - t_b[j]
+                    d = (t_rem + t_add) / nb
+                if first or d < best_d or (np.isnan(d) and not np.isnan(best_d)):
+                    best_d = d
+                    best_j = j
+                    best_c = C[i, q]
+                    first = False
+            bj[i] = best_j
+            bd[i] = best_d
+            bc[i] = best_c
+            if sparse:
+                lo = np.inf
+                for c in range(ncls):
+                    x = lb[i, c]
+                    e = _env_lower(c, x, pa, pd, px, ol, ox, neg, slack)
+                    val = s * m * e + s * m * m * x
+                    if val < lo:
+                        lo = val
+                if ta.shape[0] > 1 or tile_of.shape[0] > 1:
+                    t = tile_of[i]
+                    val = m * ta[t] + m * m * tx[t]
+                    if val > lo:
+                        lo = val
+                low = (t_rem + lo) / nb
+                low = low - slack * (abs(t_rem) + abs(lo) + tmax) / nb
+                flag[i] = (not (low > best_d)) and (low < cutoff)
