@@ -539,8 +539,114 @@ def certificate(problem: Problem, cell_server: np.ndarray) -> Certificate:
     return Certificate(dec * 1e3, dec / obj if obj > 0 else 0.0, max(gain, 0), best)
 
 
+def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, rel_tol, obj0,
+              skip, shape, max_visits):
+    """Sequential exact single moves, starting from the cells in ``order`` (plain cells).
+
+    Each visited cell is moved to its best candidate (or to the non-candidate target ``tgt`` found by
+    the exact scan) when that move, evaluated on the current state, lowers the objective by more than
+    ``rel_tol`` x objective; the state is updated after every move and the grid neighbours of a moved
+    cell are queued (a boundary then moves by as many cells as it should in one pass).  Returns
+    (moves, objective)."""
+    obj = obj0
+    k = C.shape[1]
+    n = cs.shape[0]
+    moves = 0
+    queue = np.empty(n + order.shape[0], dtype=np.int64)
+    inq = np.zeros(n, dtype=np.bool_)
+    head = 0
+    tail = 0
+    for p in range(order.shape[0]):
+        queue[tail] = order[p]
+        tail += 1
+        inq[order[p]] = True
+    nd = shape.shape[0]
+    visits = 0
+    while head != tail and visits < max_visits:
+        i = queue[head]
+        head += 1
+        if head == queue.shape[0]:
+            head = 0
+        inq[i] = False
+        visits += 1
+        b = cs[i]
+        m = mass[i]
+        a_b = alpha[b] - m
+        t_rem = s * a_b * (comm_b[b] - m * c_own[i] + a_b * render[b]) - t_b[b]
+        best_d = np.inf
+        best_j = -1
+        best_c = 0.0
+        for q in range(k):
+            j = S[i, q] if sparse else q
+            if j == b:
+                continue
+            a_j = alpha[j] + m
+            t_add = s * a_j * (comm_b[j] + m * C[i, q] + a_j * render[j]) - t_b[j]
+            d = (t_rem + t_add) / nb
+            if d < best_d:
+                best_d = d
+                best_j = j
+                best_c = C[i, q]
+        j = tgt[i]
+        if j >= 0 and j != b:
+            a_j = alpha[j] + m
+            t_add = s * a_j * (comm_b[j] + m * tgt_c[i] + a_j * render[j]) - t_b[j]
+            d = (t_rem + t_add) / nb
+            if d < best_d:
+                best_d = d
+                best_j = j
+                best_c = tgt_c[i]
+        thresh = -rel_tol * max(obj, 1e-300)
+        if best_j >= 0 and best_d < thresh:
+            j = best_j
+            old = t_b[b] + t_b[j]
+            alpha[b] = a_b
+            comm_b[b] = comm_b[b] - m * c_own[i]
+            t_b[b] = s * alpha[b] * (comm_b[b] + alpha[b] * render[b])
+            alpha[j] = alpha[j] + m
+            comm_b[j] = comm_b[j] + m * best_c
+            t_b[j] = s * alpha[j] * (comm_b[j] + alpha[j] * render[j])
+            obj += (t_b[b] + t_b[j] - old) / nb
+            cs[i] = j
+            c_own[i] = best_c
+            moves += 1
+            # queue the grid neighbours (C order: the last axis is contiguous)
+            stride = 1
+            rest = i
+            for ax in range(nd - 1, -1, -1):
+                coord = rest % shape[ax]
+                rest //= shape[ax]
+                for sgn in (-1, 1):
+                    c2 = coord + sgn
+                    if 0 <= c2 < shape[ax]:
+                        nb_i = i + sgn * stride
+                        if not inq[nb_i] and not skip[nb_i]:
+                            inq[nb_i] = True
+                            queue[tail] = nb_i
+                            tail += 1
+                            if tail == queue.shape[0]:
+                                tail = 0
+                stride *= shape[ax]
+    return moves, obj
+
+
+_sweep = _sweep_py
+if HAVE_NUMBA:  # pragma: no branch
+    _sweep_nb = _numba.njit(cache=True, nogil=True)(_sweep_py)
+
+
+def _sweep_run(*args):
+    if HAVE_NUMBA and numba_active():
+        return _sweep_nb(*args)
+    return _sweep_py(*args)
+
+
+#: polish(mode="auto") sweeps (sequential exact moves) above this many cells x servers, batches below.
+SWEEP_MIN_ENTRIES = 400_000
+
+
 def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12, max_rounds: int = 100_000,
-           pt_batch: bool = False):
+           pt_batch: bool = False, mode: str = "auto", pt_moves: bool = True):
     """Single-cell-move local search from any partition, until no move improves.
 
     Rounds on cells without PTs use the closed-form deltas for all cells at
@@ -552,18 +658,51 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
     (``pt_batch``: the best move of every PT cell, in a batch checked as a whole
     like the plain ones - for problems with many PTs).  Stops when no single
     move improves: the result is a single-move local optimum.
+
+    ``mode="sweep"`` (city scale; ``"auto"`` picks it above
+    :data:`SWEEP_MIN_ENTRIES` cells x servers, ``"batch"`` below, which keeps
+    the results on small problems): the improving cells of a round are
+    visited in order of improvement and each is moved when its move,
+    re-evaluated exactly on the state updated after every move, still
+    improves - a sequential (Gauss-Seidel) pass that never overshoots, where
+    batches of moves found on the same state interfere.  The state is rebuilt
+    from scratch after each pass; the stopping test is the same exact one.
     Returns (cell_server, n_moves, history).
     """
+    if mode == "auto":
+        mode = "sweep" if problem.n_cells * problem.n_servers > SWEEP_MIN_ENTRIES else "batch"
+    if mode not in ("batch", "sweep"):
+        raise ValueError(f"polish: mode must be auto, batch or sweep; got {mode!r}")
     cs = np.asarray(cell_server, dtype=int).copy()
     st = _state(problem, cs)
     ptc = _pt_cells(problem)
     skip = _skip_mask(problem, ptc)
     n_moves, frac, pfrac = 0, 0.25, 1.0
+    links = problem.links
     history = [{"round": 0, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()), "moves": 0}]
     for rnd in range(1, max_rounds + 1):
         thresh = -rel_tol * max(st.objective, 1e-300)
         best_j, best_d, best_c = _plain(problem, st, skip, thresh)
         cand = np.flatnonzero(best_d < thresh)
+        if cand.size and mode == "sweep":
+            cand = cand[np.argsort(best_d[cand], kind="stable")]
+            trial = cs.copy()
+            c_trial = st.c_own.copy()
+            S = links.server if not links.dense else np.zeros((1, 1), np.int32)
+            tgt_c = np.where(best_j >= 0, best_c, 0.0)
+            k, _ = _sweep_run(cand.astype(np.int64), S, links.comm, not links.dense, best_j.astype(np.int64), tgt_c,
+                              trial, c_trial, problem.cell_mass, st.alpha.copy(), st.comm.copy(), st.render.copy(),
+                              st.t.copy(), float(problem.time_scale), int(problem.n_servers), float(rel_tol),
+                              st.objective, skip, np.asarray(problem.grid.shape, dtype=np.int64),
+                              int(20 * problem.n_cells))
+            st_new = _state(problem, trial, c_trial)
+            if k and st_new.objective < st.objective:
+                cs, st = trial, st_new
+                n_moves += k
+                history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()),
+                                "moves": k})
+                continue
+            cand = cand[:1]  # rounding left nothing: fall back to the single best move
         if cand.size:
             cand = cand[np.argsort(best_d[cand], kind="stable")]
             while True:
@@ -585,7 +724,7 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
                 history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()),
                                 "moves": k})
                 continue
-        if not ptc.size:
+        if not ptc.size or not pt_moves:
             break
         pt = _pt_best(problem, st, ptc, thresh)
         gmax = int(pt.dh.max())

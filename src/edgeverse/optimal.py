@@ -26,6 +26,7 @@ Voronoi and damped-Algorithm-1 partitions, so it is never worse than them.
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import Any
 
@@ -117,7 +118,11 @@ MULTISTART_MAX_ENTRIES = 400_000
 #: Multilevel: the coarsest level has at least this many cells per server ...
 COARSE_CELLS_PER_SERVER = 32
 #: ... and is solved with the OT descent (one start, no random starts) when it has at most this many entries.
-COARSE_OT_ENTRIES = 200_000
+COARSE_OT_ENTRIES = 300_000
+#: Multilevel: single-move rounds on the intermediate levels (the finest runs to a local optimum).
+INTERMEDIATE_ROUNDS = 30
+#: Multilevel: single-move rounds on the full grid at most (the certificate then tells how close it is).
+FINEST_ROUNDS = 60
 
 
 @register("optimal")
@@ -287,12 +292,15 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
         if lvl < len(chain) - 1:
             cs = _prolong(chain[lvl + 1], p, cs)
         if polish_result or lvl > 0:
-            cs, n_moves, hist = polish(p, cs, pt_batch=True)
+            t0 = time.perf_counter()
+            cap = FINEST_ROUNDS if lvl == 0 else (200 if lvl == len(chain) - 1 else INTERMEDIATE_ROUNDS)
+            cs, n_moves, hist = polish(p, cs, pt_batch=True, mode="sweep", max_rounds=cap)
             n_moves_total += n_moves
             total_it += len(hist) - 1
             history.append({"iteration": len(history), "phase": f"polish (level {lvl})",
                             "objective_ms": hist[-1]["objective_ms"], "n_hosted": hist[-1]["n_hosted"],
-                            "moves": n_moves, "rounds": len(hist) - 1, "cells": p.n_cells})
+                            "moves": n_moves, "rounds": len(hist) - 1, "cells": p.n_cells,
+                            "seconds": time.perf_counter() - t0})
     # never worse than the closed-form methods on the full grid
     ev = quick_evaluate(problem, cs)[1]
     for name in ("snr", "voronoi"):

@@ -1,0 +1,209 @@
+"""City-scale benchmarks: every (case, method) in a fresh process, a table, and JSON lines.
+
+    python benchmarks/bench.py                          # every case and method, a markdown table
+    python benchmarks/bench.py --cases paper,city --methods snr,optimal --json out.jsonl
+
+Each (case, method) runs in its own subprocess, which builds the problem
+(``build_seconds``), times one *floor pass* (``floor_seconds``: every cell's
+communication cost computed from the geometry at its best server and summed
+with its mass - the least any method must do, since the evaluator does it
+for the chosen partition), then the solve (``seconds``: ``solve(problem,
+method)``, certificate included; the median of ``--repeat`` runs on small
+cases) and reports its own peak RSS (``ru_maxrss``).  Numba's compiled kernels
+are cached on disk; a warm-up process compiles them first, so no JIT time is
+in the numbers.  With ``--json`` one JSON object per line is written with at
+least ``case, cells, servers, twins, method, seconds, iterations, peak_rss_mb,
+floor_seconds``.
+
+Cases (synthetic cities: :func:`edgeverse.synthetic.city_scenario`):
+
+* ``paper`` / ``paper-calibrated`` - the presets (100 x 100 cells, 4 servers, 60 twins);
+* ``city`` - 1000 x 1000 cells of 10 m, 64 servers, 10,000 twins;
+* ``metro`` - 2000 x 2000 cells of 10 m, 512 servers, 100,000 twins;
+* ``scaling`` - cells x servers from 1e5 to 1e9 (floor pass, ``snr`` and ``paper``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METHODS = ["snr", "voronoi", "paper", "paper-damped", "optimal"]
+
+# name -> (kind, args); "preset": preset name; "city": (cells per side, servers, twins)
+CASES: dict[str, tuple[str, tuple]] = {
+    "paper": ("preset", ("paper",)),
+    "paper-calibrated": ("preset", ("paper-calibrated",)),
+    "city": ("city", (1000, 64, 10_000)),
+    "metro": ("city", (2000, 512, 100_000)),
+    "scale-1e5": ("city", (100, 10, 250)),
+    "scale-1e6": ("city", (316, 10, 250)),
+    "scale-1e7": ("city", (1000, 10, 250)),
+    "scale-1e8": ("city", (1000, 100, 2_500)),
+    "scale-1e9": ("city", (2000, 256, 6_400)),
+}
+GROUPS = {
+    "scaling": ["scale-1e5", "scale-1e6", "scale-1e7", "scale-1e8", "scale-1e9"],
+}
+SCALING_METHODS = ["snr", "paper"]
+
+
+def scenario_of(case: str):
+    from edgeverse import get_preset
+    from edgeverse.synthetic import city_scenario
+
+    kind, args = CASES[case]
+    if kind == "preset":
+        return get_preset(args[0])
+    cells, servers, twins = args
+    return city_scenario(cells, servers, twins, name=case)
+
+
+def floor_pass(problem) -> float:
+    """Seconds of one pass computing every cell's comm cost at its best server (geometry) and the sum."""
+    import numpy as np
+
+    from edgeverse.links import CHUNK_ENTRIES, map_chunks
+
+    best = problem.best_snr_server()
+    links = problem.links
+    n = problem.n_cells
+    parts = np.zeros(max(1, -(-n // CHUNK_ENTRIES)))
+    t0 = time.perf_counter()
+
+    def work(a, b):
+        c = links.comm_pairs(np.arange(a, b), best[a:b])
+        parts[a // CHUNK_ENTRIES] = float(np.dot(problem.cell_mass[a:b], c))
+
+    map_chunks(work, n, CHUNK_ENTRIES)
+    total = float(parts.sum())
+    dt = time.perf_counter() - t0
+    assert np.isfinite(total)
+    return dt
+
+
+def worker(case: str, method: str, repeat: int) -> dict:
+    from edgeverse.build import build_problem
+    from edgeverse.kernels import numba_active
+    from edgeverse.solution import solve
+
+    scn = scenario_of(case)
+    t0 = time.perf_counter()
+    problem = build_problem(scn)
+    build_s = time.perf_counter() - t0
+    floor_s = min(floor_pass(problem) for _ in range(3 if problem.n_cells <= 2_000_000 else 1))
+    times = []
+    sol = None
+    reps = repeat if problem.n_cells * problem.n_servers <= 1_000_000 else 1
+    for _ in range(max(1, reps)):
+        t0 = time.perf_counter()
+        sol = solve(problem, method)
+        times.append(time.perf_counter() - t0)
+    cert = sol.extra.get("certificate") or {}
+    return {
+        "case": case, "cells": problem.n_cells, "servers": problem.n_servers, "twins": problem.twins.n,
+        "candidates": problem.links.k, "sparse": bool(problem.sparse), "method": method,
+        "seconds": statistics.median(times), "seconds_all": times, "iterations": int(sol.iterations),
+        "status": sol.status, "objective_ms": sol.objective_ms, "n_hosted": sol.n_hosted,
+        "certificate_rel": cert.get("max_single_move_decrease_rel"),
+        "hosting_gain_available": cert.get("hosting_gain_available"),
+        "build_seconds": build_s, "floor_seconds": floor_s,
+        "ratio_to_floor": statistics.median(times) / floor_s if floor_s > 0 else None,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "numba": numba_active(), "threads": int(os.environ.get("EDGEVERSE_THREADS") or 0) or None,
+    }
+
+
+def run_one(case: str, method: str, repeat: int, timeout: float) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", case, method, "--repeat", str(repeat)]
+    t0 = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"case": case, "method": method, "error": f"timeout after {timeout:g} s"}
+    if out.returncode != 0:
+        return {"case": case, "method": method, "error": (out.stderr or out.stdout).strip().splitlines()[-1:],
+                "wall": time.perf_counter() - t0}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fmt(x, nd=3):
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}" if abs(x) < 1e4 else f"{x:.3g}"
+    return str(x)
+
+
+def table(rows: list[dict]) -> str:
+    head = ["case", "cells", "servers", "twins", "k", "method", "seconds", "floor_s", "ratio", "build_s",
+            "peak_rss_mb", "iter", "status", "objective_ms", "hosted", "cert_rel"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['case']} | | | | | {r['method']} | error: {r['error']} |" + " |" * (len(head) - 7))
+            continue
+        vals = [r["case"], r["cells"], r["servers"], r["twins"], r["candidates"], r["method"], fmt(r["seconds"]),
+                fmt(r["floor_seconds"]), fmt(r["ratio_to_floor"], 1), fmt(r["build_seconds"], 2),
+                fmt(r["peak_rss_mb"], 0), r["iterations"], r["status"], fmt(r["objective_ms"], 4),
+                r["n_hosted"], fmt(r["certificate_rel"], 6) if r["certificate_rel"] is not None else "-"]
+        lines.append("| " + " | ".join(str(v) for v in vals) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", default="paper,paper-calibrated,city,metro,scaling",
+                    help="comma-separated cases or groups (" + ", ".join(list(CASES) + list(GROUPS)) + ")")
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (scaling: snr,paper)")
+    ap.add_argument("--json", help="write one JSON object per line to this file")
+    ap.add_argument("--repeat", type=int, default=5, help="solves per small case (median reported)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per (case, method)")
+    ap.add_argument("--worker", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], args.worker[1], args.repeat)))
+        return 0
+    cases: list[str] = []
+    for c in args.cases.split(","):
+        c = c.strip()
+        cases += GROUPS.get(c, [c])
+    for c in cases:
+        if c not in CASES:
+            ap.error(f"unknown case {c!r}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    # warm-up: compile the numba kernels into their on-disk cache
+    subprocess.run([sys.executable, "-c", "from edgeverse.synthetic import city_scenario; "
+                    "from edgeverse.solution import solve; "
+                    "from edgeverse.build import build_problem; p = build_problem(city_scenario(40, 24, 60)); "
+                    "[solve(p, m) for m in ('snr', 'paper', 'paper-damped', 'optimal')]; "
+                    "from edgeverse import get_preset; q = build_problem(get_preset('paper-calibrated')); "
+                    "[solve(q, m) for m in ('snr', 'paper-damped')]"], check=False, capture_output=True)
+    rows = []
+    out = open(args.json, "w") if args.json else None
+    try:
+        for c in cases:
+            ms = [m for m in methods if m in SCALING_METHODS] if c.startswith("scale-") else methods
+            for m in ms:
+                r = run_one(c, m, args.repeat, args.timeout)
+                rows.append(r)
+                print(json.dumps(r), file=sys.stderr, flush=True)
+                if out:
+                    out.write(json.dumps(r) + "\n")
+                    out.flush()
+    finally:
+        if out:
+            out.close()
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""City-scale paths on small cases: candidates, bounds, fallbacks and kernels give the dense answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeverse import kernels
+from edgeverse.build import build_problem
+from edgeverse.evaluate import allocate, allocate_reference, evaluate_partition
+from edgeverse.links import Envelope
+from edgeverse.local_search import (_plain_deltas, _pt_best, _pt_cells, _pt_moves, _skip_mask, _state, certificate,
+                                    polish, polish_reference)
+from edgeverse.methods import METHODS, map_14, map_14_reference
+from edgeverse.solution import solve
+from edgeverse.synthetic import city_scenario
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """The same small city built dense (every server a candidate) and sparse (6 of 20 candidates)."""
+    scn = city_scenario(36, 20, 90, side_m=6000.0, seed=2)
+    return build_problem(scn, candidates=20), build_problem(scn, candidates=6)
+
+
+@pytest.fixture(params=[True, False], ids=["numba", "numpy"])
+def both_paths(request):
+    if request.param and not kernels.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    prev = kernels.use_numba(request.param)
+    yield request.param
+    kernels.use_numba(prev)
+
+
+def test_sparse_build_is_the_dense_one_restricted(pair):
+    dense, sparse = pair
+    assert not dense.sparse and sparse.sparse and sparse.links.k == 6
+    C = np.asarray(dense.comm_cost_s_per_bit)
+    S = sparse.links.server
+    assert np.array_equal(np.sort(S, axis=1), S)
+    assert np.array_equal(C[np.arange(dense.n_cells)[:, None], S], sparse.links.comm)
+    # the stored lower bounds hold for every non-candidate server
+    for i in range(0, dense.n_cells, 7):
+        nc = np.setdiff1d(np.arange(20), S[i])
+        assert np.all(C[i, nc] >= sparse.links.lb[i, sparse.links.cls[nc]])
+    # tile bounds too
+    tiles = sparse.links.tile_of
+    for i in range(0, dense.n_cells, 11):
+        row = sparse.links.tile_clb[tiles[i]]
+        fin = np.isfinite(row)
+        assert np.all(C[i, fin] >= row[fin])
+        assert set(np.flatnonzero(~fin)) <= set(S[i].tolist())
+    assert np.array_equal(dense.best_snr_server(), sparse.best_snr_server())
+    assert np.array_equal(dense.nearest_server(), sparse.nearest_server())
+    for name in ("sensor_gain", "sensor_snr", "comm_cost_s_per_bit"):
+        assert np.array_equal(np.asarray(getattr(dense, name)), np.asarray(getattr(sparse, name)))
+    for name in ("rate_bps", "upload_time_s", "min_compute_hz"):
+        assert np.array_equal(np.asarray(getattr(dense.twins, name)), np.asarray(getattr(sparse.twins, name)))
+    # DT needs beyond the candidates are bounded below
+    N = dense.twins.min_compute_hz
+    St = S[sparse.twins.cell]
+    for t in range(sparse.twins.n):
+        nc = np.setdiff1d(np.arange(20), St[t])
+        assert np.all(N[t, nc] >= sparse.twins.need_lb_hz[t, sparse.links.cls[nc]])
+
+
+@pytest.mark.parametrize("method", ["snr", "voronoi", "paper", "paper-damped"])
+def test_methods_sparse_equal_dense(pair, both_paths, method):
+    dense, sparse = pair
+    a = solve(dense, method)
+    b = solve(sparse, method)
+    assert np.array_equal(a.cell_server, b.cell_server)
+    assert b.objective_ms == pytest.approx(a.objective_ms, rel=1e-12)
+    assert a.n_hosted == b.n_hosted
+    assert a.extra["certificate"]["hosting_gain_available"] == b.extra["certificate"]["hosting_gain_available"]
+    assert b.extra["certificate"]["max_single_move_decrease_ms"] == pytest.approx(
+        a.extra["certificate"]["max_single_move_decrease_ms"], rel=1e-9, abs=1e-15)
+
+
+def test_map14_fallback_triggers_and_stays_exact(pair, both_paths):
+    """Very unequal masses: far servers win map (14), the candidate bound fails and the full scan decides."""
+    dense, sparse = pair
+    rng = np.random.default_rng(0)
+    alpha = rng.dirichlet(np.ones(20) * 0.3)
+    alpha[3] = 1e-6  # one nearly empty server beats everything far away
+    psi = dense.compute_hz * rng.uniform(0.5, 1.0, 20)
+    ref = map_14_reference(dense, alpha, psi)
+    assert np.array_equal(map_14(dense, alpha, psi), ref)
+    got = map_14(sparse, alpha, psi)
+    assert kernels.argmin_affine.last_fallback > 0
+    assert np.array_equal(got, ref)
+    # the winners really are outside the candidates for some cells
+    assert np.any(sparse.links.position(np.arange(sparse.n_cells), ref) < 0)
+    # alpha_b = 0: the paper's collapse onto the lowest empty server
+    a0 = alpha.copy()
+    a0[[5, 9]] = 0.0
+    assert np.array_equal(map_14(sparse, a0, psi), map_14_reference(dense, a0, psi))
+
+
+def test_single_moves_sparse_equal_dense(pair, both_paths):
+    dense, sparse = pair
+    rng = np.random.default_rng(1)
+    for cs in (METHODS["snr"](dense).cell_server, rng.integers(0, 20, dense.n_cells)):
+        std, sts = _state(dense, cs), _state(sparse, cs)
+        assert std.objective == sts.objective
+        ptc = _pt_cells(dense)
+        skip = _skip_mask(dense, ptc)
+        d = _plain_deltas(dense, std)
+        d[np.arange(dense.n_cells), cs] = np.inf
+        d[skip] = np.inf
+        for prob, st in ((dense, std), (sparse, sts)):
+            bj, bd, _ = kernels.best_moves(prob.links, st.cs, st.c_own, prob.cell_mass, st.alpha, st.comm,
+                                           st.render, st.t, float(prob.time_scale), skip, np.inf)
+            ok = ~skip
+            assert np.array_equal(bd[ok], d.min(axis=1)[ok])
+            assert np.array_equal(bj[ok], d.argmin(axis=1)[ok])
+        # PT cells: admission-exact, bit for bit the dense loops
+        dh, dj = _pt_moves(dense, std, ptc.cells, ptc.groups())
+        r = np.arange(ptc.size)
+        dh[r, cs[ptc.cells]] = -1
+        dj[r, cs[ptc.cells]] = np.inf
+        zero = np.where(dh == 0, dj, np.inf).min(axis=1)
+        best = np.where(dh == dh.max(axis=1)[:, None], dj, np.inf).min(axis=1)
+        for prob, st in ((dense, std), (sparse, sts)):
+            pt = _pt_best(prob, st, _pt_cells(prob), 0.0)
+            assert np.array_equal(pt.dh, dh.max(axis=1))
+            if prob is dense:
+                assert np.array_equal(pt.zero_dj, zero) and np.array_equal(pt.dj, best)
+            else:  # exact wherever a move improves (the cutoff, 0 here); never below 0 elsewhere
+                neg = zero < 0
+                assert np.array_equal(pt.zero_dj[neg], zero[neg]) and np.all(pt.zero_dj[~neg] >= 0)
+                sel = (dh.max(axis=1) > 0) | ((dh.max(axis=1) == 0) & (best < 0))  # moves losing DTs are never used
+                assert np.array_equal(pt.dj[sel], best[sel])
+        assert certificate(dense, cs) == certificate(sparse, cs)
+
+
+def test_polish_sparse_equal_dense_and_reference(pair, both_paths):
+    dense, sparse = pair
+    cs0 = METHODS["voronoi"](dense).cell_server
+    ref = polish_reference(dense, cs0)
+    a = polish(dense, cs0, mode="batch")
+    b = polish(sparse, cs0, mode="batch")
+    assert np.array_equal(ref[0], a[0]) and np.array_equal(a[0], b[0])
+    assert ref[1] == a[1] == b[1]
+    assert [h["objective_ms"] for h in ref[2]] == [h["objective_ms"] for h in a[2]]
+
+
+def test_sweep_polish_reaches_a_certified_local_optimum(pair, both_paths):
+    dense, sparse = pair
+    cs0 = METHODS["snr"](sparse).cell_server
+    start = evaluate_partition(sparse, cs0)[1]
+    cs, moves, hist = polish(sparse, cs0, mode="sweep", pt_batch=True)
+    ev = evaluate_partition(sparse, cs)[1]
+    assert moves > 0
+    assert (ev.total_hosted, -ev.objective_ms) >= (start.total_hosted, -start.objective_ms)
+    cert = certificate(sparse, cs)
+    assert cert.max_decrease_rel <= 1e-9 and cert.hosting_gain_available == 0
+    assert certificate(dense, cs) == cert
+    keys = [(-h["n_hosted"], h["objective_ms"]) for h in hist]
+    assert all(b <= a for a, b in zip(keys, keys[1:]))
+
+
+def test_allocate_vectorised_equals_loop(pair):
+    dense, _ = pair
+    rng = np.random.default_rng(3)
+    for trial in range(5):
+        cs = rng.integers(0, dense.n_servers, dense.n_cells)
+        if trial == 0:
+            cs[:] = 0  # one server holds every DT: the budget binds
+        a, b = allocate(dense, cs), allocate_reference(dense, cs)
+        for f in ("twin_server", "hosted", "phi_hz", "psi_hz", "reason"):
+            assert np.array_equal(getattr(a, f), getattr(b, f)), f
+
+
+def test_envelope_is_a_lower_bound():
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        B = int(rng.integers(1, 30))
+        a = rng.uniform(0, 3, B) * (rng.random(B) > 0.2)
+        d = rng.normal(0, 5, B)
+        if rng.random() < 0.3:
+            d[rng.integers(0, B)] = np.inf
+        x = np.concatenate([rng.uniform(0, 20, 200), [0.0, np.inf]])
+        with np.errstate(invalid="ignore"):
+            true = np.where(np.isinf(x)[:, None], np.where(a[None, :] > 0, np.inf, d[None, :]),
+                            a[None, :] * x[:, None] + d[None, :]).min(axis=1)
+        lo = Envelope(a, d).lower(x)
+        assert np.all(lo <= true)
+        fin = np.isfinite(true)
+        assert np.allclose(lo[fin], true[fin], rtol=1e-7, atol=1e-6)
+
+
+def test_optimal_multilevel_small(pair):
+    dense, sparse = pair
+    sol = solve(sparse, "optimal", strategy="multilevel")
+    assert sol.extra["strategy"] == "multilevel"
+    for m in ("snr", "voronoi"):
+        other = solve(sparse, m, certify=False)
+        assert (sol.n_hosted, -sol.objective_ms) >= (other.n_hosted, -other.objective_ms * (1 + 1e-12))
+    cert = sol.extra["certificate"]
+    assert cert == certificate(dense, sol.cell_server).to_dict()
