@@ -199,3 +199,50 @@ def test_optimal_multilevel_small(pair):
         assert (sol.n_hosted, -sol.objective_ms) >= (other.n_hosted, -other.objective_ms * (1 + 1e-12))
     cert = sol.extra["certificate"]
     assert cert == certificate(dense, sol.cell_server).to_dict()
+
+
+def test_pt_moves_prefix_sum_mode_matches_walks(pair, monkeypatch):
+    """Servers with many DTs use prefix sums instead of walks: the same hosting changes, objective to rounding."""
+    import edgeverse.local_search as ls
+
+    dense, sparse = pair
+    cs = METHODS["voronoi"](dense).cell_server
+    for prob in (dense, sparse):
+        st = _state(prob, cs)
+        exact = _pt_best(prob, st, _pt_cells(prob), 0.0)
+        monkeypatch.setattr(ls, "EXACT_MEMBERS", 0)
+        fast = _pt_best(prob, st, _pt_cells(prob), 0.0)
+        monkeypatch.setattr(ls, "EXACT_MEMBERS", 128)
+        assert np.array_equal(exact.dh, fast.dh)
+        fin = np.isfinite(exact.zero_dj)
+        assert np.array_equal(fin, np.isfinite(fast.zero_dj))
+        assert np.allclose(exact.zero_dj[fin], fast.zero_dj[fin], rtol=1e-9, atol=1e-18)
+
+
+# Results of the dense code before the city-scale work (commit 4bbf005), bit for bit: the fast paths
+# (vectorised allocation, kernels, cached link terms, admission-exact PT moves) must not change them.
+GOLDEN = {
+    "snr": (25.52613699491349, {"max_single_move_decrease_ms": 0.7204329429469556,
+                                "max_single_move_decrease_rel": 0.02822334390395667,
+                                "hosting_gain_available": 0, "best_move": [1024, 2]}, 11.402582610791981, 10037),
+    "paper": (541.7302339603426, {"max_single_move_decrease_ms": 298.73210007054485,
+                                  "max_single_move_decrease_rel": 0.5514407011893175,
+                                  "hosting_gain_available": 1, "best_move": [1388, 2]}, 11.402591022507563, 19064),
+    "paper-damped": (11.519907223186669, {"max_single_move_decrease_ms": 0.025319469506503763,
+                                          "max_single_move_decrease_rel": 0.0021978883176716987,
+                                          "hosting_gain_available": 0, "best_move": [4152, 2]},
+                     11.402586484151694, 560),
+}
+
+
+@pytest.mark.parametrize("method", sorted(GOLDEN))
+def test_small_results_unchanged(method, both_paths):
+    from edgeverse import get_preset
+
+    p = build_problem(get_preset("paper-calibrated"))
+    obj, cert, polished, moves = GOLDEN[method]
+    sol = solve(p, method)
+    assert sol.objective_ms == obj
+    assert sol.extra["certificate"] == cert
+    cs, n_moves, hist = polish(p, sol.cell_server)
+    assert hist[-1]["objective_ms"] == polished and n_moves == moves

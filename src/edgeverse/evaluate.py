@@ -206,6 +206,20 @@ class Evaluation:
         return int(self.n_hosted.sum())
 
 
+_SE_CACHE_ENTRIES = 4_000_000
+
+
+def _link_se(problem: Problem, rows: np.ndarray, cs: np.ndarray) -> np.ndarray:
+    """log2(1 + SNR) of each cell's link to its server, computed as eq. (1) does (from the stored SNR)."""
+    if not problem.sparse and problem.n_cells * problem.n_servers <= _SE_CACHE_ENTRIES:
+        if "link_se" not in problem.cache:
+            se = physics.spectral_efficiency_bps_per_hz(problem.sensor_snr)
+            problem.cache["link_se"] = physics.spectral_efficiency_bps_per_hz(2.0**se - 1.0)
+        return problem.cache["link_se"][rows, cs]
+    se = physics.spectral_efficiency_bps_per_hz(problem.sensor_snr[rows, cs])
+    return physics.spectral_efficiency_bps_per_hz(2.0**se - 1.0)
+
+
 def evaluate(
     problem: Problem,
     cell_server: np.ndarray,
@@ -227,8 +241,8 @@ def evaluate(
     alpha = region_masses(problem, cs)
     q_b = problem.n_sensors * alpha
     rows = np.arange(problem.n_cells)
-    se = physics.spectral_efficiency_bps_per_hz(problem.sensor_snr[rows, cs])
-    rate = physics.sensor_rate_bps(problem.sensor_bandwidth_hz[cs], q_b[cs], 2.0**se - 1.0)  # (1)
+    # (1): R = (W/Q_b) log2(1 + SNR); the log term is static per (cell, server): cached on small dense problems
+    rate = physics._safe_div(problem.sensor_bandwidth_hz[cs], q_b[cs]) * _link_se(problem, rows, cs)  # (1)
     t_com = physics.sensor_upload_time_s(s.slot_s, s.volume_unit_m3, s.data_density_bps_per_m3, rate)  # (2)
     t_cmp = physics.sensor_render_time_s(
         s.render_complexity_cycles_per_bit, s.slot_s, s.volume_unit_m3, q_b[cs], s.data_density_bps_per_m3,

@@ -201,7 +201,9 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
             lb = np.zeros((1, 1))
             S = np.zeros((1, 1), np.int32)
         _nb_best_moves(S, sparse, links.comm, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, skip, cutoff,
-                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, BOUND_SLACK)
+                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, BOUND_SLACK,
+                       bool(np.isfinite(t_b).all() and np.isfinite(render).all() and np.isfinite(comm_b).all()
+                            and np.isfinite(c_own).all() and np.isfinite(alpha).all()))
     else:
         def work(a, b):
             C = links.comm[a:b]
@@ -331,7 +333,7 @@ if HAVE_NUMBA:  # pragma: no branch
 
     @_jit
     def _nb_best_moves(S, sparse, C, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, skip, cutoff,
-                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, slack):
+                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, slack, lean):
         n, k = C.shape
         ncls = lb.shape[1]
         for i in _nb.prange(n):
@@ -347,20 +349,33 @@ if HAVE_NUMBA:  # pragma: no branch
             best_d = np.inf
             best_j = -1
             best_c = np.nan
-            first = True
-            for q in range(k):
-                j = S[i, q] if sparse else q
-                if j == own:
-                    d = np.inf
-                else:
-                    a_j = alpha[j] + m
-                    t_add = s * a_j * (comm_b[j] + m * C[i, q] + a_j * render[j]) - t_b[j]
-                    d = (t_rem + t_add) / nb
-                if first or d < best_d or (np.isnan(d) and not np.isnan(best_d)):
-                    best_d = d
-                    best_j = j
-                    best_c = C[i, q]
-                    first = False
+            if lean:  # every input finite: no NaN can appear, a plain strict comparison is np.argmin's rule
+                best_j = S[i, 0] if sparse else 0
+                best_c = C[i, 0]
+                for q in range(k):
+                    j = S[i, q] if sparse else q
+                    if j != own:
+                        a_j = alpha[j] + m
+                        d = (t_rem + (s * a_j * (comm_b[j] + m * C[i, q] + a_j * render[j]) - t_b[j])) / nb
+                        if d < best_d:
+                            best_d = d
+                            best_j = j
+                            best_c = C[i, q]
+            else:
+                first = True
+                for q in range(k):
+                    j = S[i, q] if sparse else q
+                    if j == own:
+                        d = np.inf
+                    else:
+                        a_j = alpha[j] + m
+                        t_add = s * a_j * (comm_b[j] + m * C[i, q] + a_j * render[j]) - t_b[j]
+                        d = (t_rem + t_add) / nb
+                    if first or d < best_d or (np.isnan(d) and not np.isnan(best_d)):
+                        best_d = d
+                        best_j = j
+                        best_c = C[i, q]
+                        first = False
             bj[i] = best_j
             bd[i] = best_d
             bc[i] = best_c

@@ -179,7 +179,7 @@ def _pairwise_sum(a, n):
 
 
 def _pt_eval_py(cs_own, mass_r, c_own_r, cell_r, goff, gtw, tsrv, tcomm, tneed, twin_cell, mo, mneed, mtw,
-                io, itw, need_own, maxbuf, budget, psi_full, hosted, alpha, comm_b, t_b, s, nb, coeff,
+                io, itw, need_own, maxbuf, exact, mcum, budget, psi_full, hosted, alpha, comm_b, t_b, s, nb, coeff,
                 out_dh, out_dj, out_hb, out_tb):
     """Admission-exact (hosting change, objective change) of moving each PT cell to each of its targets.
 
@@ -248,6 +248,46 @@ def _pt_eval_py(cs_own, mass_r, c_own_r, cell_r, goff, gtw, tsrv, tcomm, tneed, 
                     gn[p] = v
                     gp[p] = g - g0
                     ng += 1
+            if not exact:
+                # many DTs per server: prefix sums and binary searches (equal to the walk up to rounding).
+                # The sum of the h cheapest of members + group is min_t SG[t] + P[h - t].
+                p0 = mo[j]
+                M = mo[j + 1] - p0
+                bud = budget[j]
+                hj = 0
+                sg = 0.0
+                for t in range(ng + 1):
+                    if t > 0:
+                        sg += gn[t - 1]
+                    if sg > bud:
+                        break
+                    rem = bud - sg
+                    lo = 0
+                    hi = M
+                    while lo < hi:  # members whose running sum stays within rem
+                        mid = (lo + hi) // 2
+                        if mcum[p0 + mid] <= rem:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    if t + lo > hj:
+                        hj = t + lo
+                best = np.inf
+                sg = 0.0
+                for t in range(ng + 1):
+                    if t > 0:
+                        sg += gn[t - 1]
+                    u = hj - t
+                    if 0 <= u <= M:
+                        v = sg + (mcum[p0 + u - 1] if u > 0 else 0.0)
+                        if v < best:
+                            best = v
+                psi_j = psi_full[j] - (best if hj > 0 else 0.0)
+                a_j = alpha[j] + m
+                tj = s * a_j * (comm_b[j] + m * tcomm[r, q] + a_j * coeff / psi_j)
+                out_dh[r, q] = hb + hj - hosted[b] - hosted[j]
+                out_dj[r, q] = (tb - t_b[b] + tj - t_b[j]) / nb
+                continue
             # merge walk in admission order (a member first on equal needs)
             run = 0.0
             hj = 0
@@ -320,6 +360,10 @@ def _pt_run(*args):
         _pt_eval_py(*args)
 
 
+#: PT moves: bit-for-bit admission sums (walks) while no server holds more DTs than this.
+EXACT_MEMBERS = 128
+
+
 @dataclass
 class _PTBest:
     """Per PT cell: the lexicographically best move (max hosting change, then least objective change)."""
@@ -374,13 +418,19 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
         return _PTBest(e.astype(int), e, ei, ei, e, ei)
     mo, mneed, mtw, io, itw, need_own, cnt = _members(problem, st)
     maxbuf = int(cnt.max() if cnt.size else 0) + int(np.diff(ptc.off).max()) + 1
+    # bit-for-bit admission sums while servers hold few DTs; prefix sums (rounding-level equal) beyond
+    exact = bool(np.diff(mo).max(initial=0) <= EXACT_MEMBERS)
+    mcum = np.zeros(mneed.size)
+    for j in range(problem.n_servers):
+        if mo[j + 1] > mo[j]:
+            mcum[mo[j]:mo[j + 1]] = np.cumsum(mneed[mo[j]:mo[j + 1]])
     budget = render_budget_hz(problem)
     cells = ptc.cells
     own = st.cs[cells].astype(np.int64)
     m_r = problem.cell_mass[cells]
     c_r = st.c_own[cells]
     twin_cell = tw.cell.astype(np.int64)
-    common = (twin_cell, mo, mneed, mtw, io, itw, need_own, maxbuf, budget, problem.compute_hz.astype(float), st.hosted.astype(np.int64),
+    common = (twin_cell, mo, mneed, mtw, io, itw, need_own, maxbuf, exact, mcum, budget, problem.compute_hz.astype(float), st.hosted.astype(np.int64),
               st.alpha, st.comm, st.t, float(problem.time_scale), int(problem.n_servers), float(problem.render_coeff))
     if links.dense:
         B = problem.n_servers
