@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from edgeverse.cli import main
-from edgeverse.errors import ScenarioError
+from edgeverse.errors import EdgeverseError, ScenarioError
 from edgeverse.store import DB_NAME
 from edgeverse.sweep import Range, expand, load_results, run_sweep, summarize
 
@@ -76,6 +76,12 @@ def test_expand_product_ranges_and_int_axes(tmp_path):
     ({"overrides": {"zone.cells": [20]}}, "overrides"),
     ({"colour": "red"}, "colour: unknown field"),
     ({"method_options": {"paper": {"max_iter": 3}}}, "names method 'paper', which is not in methods"),
+    ({"method_options": {"paper-damped": {"stepp": 0.1}}},
+     "paper-damped: unknown option 'stepp'; paper-damped takes certify, max_iter, min_step, polish, step"),
+    ({"seeds": 10**9}, "seeds: got 1000000000; at most 100,000 seeds"),
+    ({"axes": {"twins.count": {"start": 1, "stop": 10**9, "step": 1}}}, "gives 1e+09 values; at most 100,000 per axis"),
+    ({"axes": {"twins.count": {"start": 1, "stop": 1000, "step": 1}}, "seeds": 1000},
+     "2,000,000 points (axes x seeds x methods); at most 1,000,000"),
 ])
 def test_bad_sweep_files_fail_before_running(tmp_path, capsys, fields, expected):
     path = write_sweep(tmp_path, **fields)
@@ -88,6 +94,27 @@ def test_bad_sweep_files_fail_before_running(tmp_path, capsys, fields, expected)
 
 
 # --------------------------------------------------------------------------- store, errors, reruns
+def test_folder_of_another_base_is_refused_and_same_base_extends(tmp_path, capsys):
+    out = tmp_path / "out"
+    rep = run_sweep(write_sweep(tmp_path, methods=["snr"]), out, executor="serial", progress=False)
+    assert (rep.total, rep.computed) == (4, 4)
+    other = write_sweep(tmp_path, "other.yaml", methods=["snr"], base="paper-calibrated")
+    with pytest.raises(EdgeverseError) as info:
+        run_sweep(other, out, executor="serial", progress=False)
+    msg = str(info.value)
+    assert "holds results of a sweep on another base scenario (name: 'paper' there, 'paper-calibrated' here" in msg
+    assert "twins.types.0.complexity_cycles_per_bit: 10000.0 there, 10.0 here" in msg
+    assert main(["sweep", str(other), "--out", str(out), "--quiet"]) == 2
+    assert "use another folder" in capsys.readouterr().err
+    assert row_counts(out) == (4, 4)
+    # the same base with more seeds and another method extends the folder
+    rep = run_sweep(write_sweep(tmp_path, "more.yaml", seeds=3, methods=["snr", "voronoi"]), out,
+                    executor="serial", progress=False)
+    assert (rep.total, rep.skipped, rep.computed) == (12, 4, 8)
+    assert row_counts(out) == (12, 12)
+
+
+
 def test_failing_point_is_recorded_and_rerun_computes_nothing(tmp_path, capsys):
     # float("oops") raises inside paper-damped at run time; snr ignores the options.
     path = write_sweep(tmp_path, method_options={"paper-damped": {"step": "oops"}})

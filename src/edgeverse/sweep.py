@@ -82,6 +82,12 @@ EXECUTORS = ("local", "dask", "serial")
 
 
 # --------------------------------------------------------------------------- the sweep file
+#: Caps that turn a typo (``seeds: 1e9``, ``step: 1e-9``) into a clear error instead of a hang or a MemoryError.
+MAX_SEEDS = 100_000
+MAX_AXIS_VALUES = 100_000
+MAX_POINTS = 1_000_000
+
+
 class Range(BaseModel):
     """``{start, stop, num}`` (linspace, both ends included) or ``{start, stop, step}``."""
 
@@ -104,6 +110,9 @@ class Range(BaseModel):
                 raise ValueError("step must not be 0")
             if (self.stop - self.start) * self.step < 0:
                 raise ValueError(f"step {self.step} goes away from stop {self.stop} (start {self.start})")
+        n = self.num if self.num is not None else (self.stop - self.start) / self.step + 1
+        if n > MAX_AXIS_VALUES:
+            raise ValueError(f"gives {n:.3g} values; at most {MAX_AXIS_VALUES:,} per axis")
         return self
 
     def values(self) -> list[int | float]:
@@ -121,6 +130,19 @@ class Range(BaseModel):
         return [float(f"{float(v):.12g}") for v in raw]
 
 
+
+
+def method_option_names(method: str) -> set[str]:
+    """The options a sweep may give ``method``: its keyword parameters and those of ``solve`` (polish, certify)."""
+    import inspect
+
+    from .methods import METHODS
+
+    names = {"polish", "certify"}
+    for p in inspect.signature(METHODS[method]).parameters.values():
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "problem":
+            names.add(p.name)
+    return names
 
 
 class SweepSpec(BaseModel):
@@ -142,7 +164,11 @@ class SweepSpec(BaseModel):
         if isinstance(v, int):
             if v < 1:
                 raise ValueError(f"a number of seeds must be >= 1 (seeds: N means 0..N-1), got {v}")
+            if v > MAX_SEEDS:
+                raise ValueError(f"at most {MAX_SEEDS:,} seeds")
         else:
+            if len(v) > MAX_SEEDS:
+                raise ValueError(f"got {len(v)} seeds; at most {MAX_SEEDS:,}")
             if not v:
                 raise ValueError("an empty list; give a number N (0..N-1) or a list of seeds >= 0")
             bad = [s for s in v if s < 0]
@@ -194,6 +220,8 @@ class SweepSpec(BaseModel):
             if isinstance(spec, list):
                 if not spec:
                     raise ValueError(f"axis {path!r} has no values")
+                if len(spec) > MAX_AXIS_VALUES:
+                    raise ValueError(f"axis {path!r} has {len(spec)} values; at most {MAX_AXIS_VALUES:,}")
                 enc = [json.dumps(x, sort_keys=True, default=str) for x in spec]
                 dup = [x for x, e in zip(spec, enc) if enc.count(e) > 1]
                 if dup:
@@ -213,6 +241,12 @@ class SweepSpec(BaseModel):
         extra = [m for m in v if m not in methods]
         if extra:
             raise ValueError(f"names method {extra[0]!r}, which is not in methods {methods}")
+        for m, opts in v.items():
+            allowed = method_option_names(m)
+            bad = [k for k in opts if k not in allowed]
+            if bad:
+                raise ValueError(f"{m}: unknown option {bad[0]!r}; {m} takes "
+                                 + (", ".join(sorted(allowed))))
         return v
 
     def seed_list(self) -> list[int]:
@@ -353,6 +387,10 @@ def expand(spec: SweepSpec | dict[str, Any], base_dir: str | Path | None = None,
                                     exc.errors) from None
     names = list(axes)
     seeds = spec.seed_list()
+    n_points = math.prod(len(v) for v in axes.values()) * len(seeds) * len(spec.methods)
+    if n_points > MAX_POINTS:
+        raise ScenarioError(f"sweep file {source}: {n_points:,} points (axes x seeds x methods); at most "
+                            f"{MAX_POINTS:,} in one sweep - split it")
     points: list[Point] = []
     seen: dict[str, Point] = {}
     for combo in itertools.product(*(axes[a] for a in names)):
@@ -549,6 +587,50 @@ def _write_sweep_json(sweep: Sweep, out: Path) -> None:
     atomic_write_text(out / "sweep.json", dumps_strict(info))
 
 
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": [{"c": 1}]}}`` -> ``{"a.b.0.c": 1}`` (dotted paths as in ``--set``)."""
+    items = d.items() if isinstance(d, dict) else enumerate(d) if isinstance(d, list) and d and all(
+        isinstance(x, (dict, list)) for x in d) else None
+    if items is None:
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in items:
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _check_same_base(sw: Sweep, out: Path) -> None:
+    """Refuse a folder whose results come from a sweep on another base scenario (rows would mix).
+
+    The same base with other axis values, seeds or methods extends the folder's results (allowed)."""
+    info_path = out / "sweep.json"
+    if not info_path.is_file():
+        return
+    try:
+        old = json.loads(info_path.read_text())["base_scenario"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise EdgeverseError(f"--out {str(out)!r}: its sweep.json is unreadable; use another folder") from None
+    new = json.loads(dumps_strict_base(sw))
+    a, b = _flat(old), _flat(new)
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if diff:
+        def short(v: Any) -> str:
+            r = repr(v)
+            return r if len(r) <= 60 else r[:57] + "..."
+
+        shown = "; ".join(f"{k}: {short(a.get(k))} there, {short(b.get(k))} here" for k in diff[:3])
+        raise EdgeverseError(
+            f"--out {str(out)!r} holds results of a sweep on another base scenario ({shown}"
+            f"{'; ...' if len(diff) > 3 else ''}); results of different bases would mix in one table - "
+            "use another folder")
+
+
+def dumps_strict_base(sw: Sweep) -> str:
+    from .solution import dumps_strict
+
+    return dumps_strict(sw.base.to_dict())
+
+
 def run_sweep(
     sweep: str | Path | dict[str, Any] | SweepSpec | Sweep,
     out_dir: str | Path,
@@ -581,6 +663,7 @@ def run_sweep(
     t0 = time.perf_counter()
     sw = load_sweep(sweep, base_dir)
     out = Path(out_dir)
+    _check_same_base(sw, out)
     wanted = {pt.key for pt in sw.points}
     with ResultStore(out, sw.axis_names) as store:
         _write_sweep_json(sw, out)
