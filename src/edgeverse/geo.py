@@ -509,8 +509,31 @@ def _str_array(values: Sequence[str]) -> np.ndarray:
 
 
 # =========================================================================== sites
+class _PositionTable:
+    """Rows of a CSV with positions either in metres (``x_m, y_m``) or in WGS84 (``lon_deg, lat_deg``)."""
+
+    _what = "rows"
+
+    @property
+    def n(self) -> int:
+        """Number of rows (sites or twins)."""
+        return int(self.source_rows.size)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def positions_m(self, projection: Projection | None = None) -> np.ndarray:
+        """Positions ``(n, 2)`` [m] in the frame of ``projection`` (ignored, may be None, for metre tables)."""
+        if self.x_m is not None:
+            return np.column_stack([self.x_m, self.y_m])
+        if projection is None:
+            raise ScenarioError(f"{self.path}: the {self._what} are in lon/lat; pass a projection to get metres")
+        x, y = projection.to_xy_m(self.lon_deg, self.lat_deg)
+        return np.column_stack([x, y])
+
+
 @dataclass(frozen=True, eq=False)
-class Sites:
+class Sites(_PositionTable):
     """Base-station cells (or sites) read from a file, one entry per kept row.
 
     Attributes
@@ -551,22 +574,7 @@ class Sites:
     names: np.ndarray
     source_rows: np.ndarray
 
-    @property
-    def n(self) -> int:
-        """Number of sites."""
-        return int(self.source_rows.size)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def positions_m(self, projection: Projection | None = None) -> np.ndarray:
-        """Positions ``(n, 2)`` [m] in the frame of ``projection`` (ignored, may be None, for ``format="xy"``)."""
-        if self.x_m is not None:
-            return np.column_stack([self.x_m, self.y_m])
-        if projection is None:
-            raise ScenarioError(f"{self.path}: the sites are in lon/lat; pass a projection to get metres")
-        x, y = projection.to_xy_m(self.lon_deg, self.lat_deg)
-        return np.column_stack([x, y])
+    _what = "sites"
 
 
 def read_sites_csv(
@@ -1370,7 +1378,7 @@ def resample_to_grid(
 
 # =========================================================================== twins and zone
 @dataclass(frozen=True, eq=False)
-class TwinTable:
+class TwinTable(_PositionTable):
     """Physical-twin positions (and types) read from a file.
 
     Attributes
@@ -1401,22 +1409,7 @@ class TwinTable:
     type_ids: np.ndarray | None
     source_rows: np.ndarray
 
-    @property
-    def n(self) -> int:
-        """Number of twins."""
-        return int(self.source_rows.size)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def positions_m(self, projection: Projection | None = None) -> np.ndarray:
-        """Positions ``(n, 2)`` [m]; lon/lat tables need ``projection``."""
-        if self.x_m is not None:
-            return np.column_stack([self.x_m, self.y_m])
-        if projection is None:
-            raise ScenarioError(f"{self.path}: the twins are in lon/lat; pass a projection to get metres")
-        x, y = projection.to_xy_m(self.lon_deg, self.lat_deg)
-        return np.column_stack([x, y])
+    _what = "twins"
 
 
 def read_twins_csv(
