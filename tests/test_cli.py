@@ -53,3 +53,27 @@ def test_bad_input_is_one_line_error_not_traceback(tmp_path):
     assert not (tmp_path / "o").exists()
     r = subprocess.run([sys.executable, "-m", "edgeverse", "solve", "--method", "nope"], capture_output=True, text=True)
     assert r.returncode == 2 and "--method: got 'nope'; available:" in r.stderr
+
+
+def test_show_config_abbreviates_long_lists_and_full_round_trips(tmp_path, capsys):
+    from edgeverse.cli import abbreviate
+
+    data, n = abbreviate({"a": [[1.0, 2.0]] * 30, "names": [str(i) for i in range(30)], "short": [1, 2, 3]})
+    assert n == 2
+    assert data == {"a": "<30 x 2 values, min 1, max 2>", "names": "<30 entries>", "short": [1, 2, 3]}
+    # a scenario with a long list: abbreviated by default, in full with --full (and that loads again)
+    base = yaml.safe_load(main_out(["show-config", "--preset", "paper"], capsys))
+    base["sensing"]["density"] = {"kind": "array", "values": [[1.0] * 20 for _ in range(20)]}
+    base["zone"]["cells"] = [20, 20]
+    f = tmp_path / "arr.yaml"
+    f.write_text(yaml.safe_dump(base))
+    short = main_out(["show-config", str(f)], capsys)
+    assert short.startswith("# the configuration in use; 1 long list(s) abbreviated")
+    assert "values: '<20 x 20 values, min 1, max 1>'" in short
+    full = main_out(["show-config", "--full", str(f)], capsys)
+    assert Scenario.from_dict(yaml.safe_load(full)).sensing.density.kind == "array"
+
+
+def main_out(argv, capsys) -> str:
+    assert main(argv) == 0
+    return capsys.readouterr().out

@@ -6,8 +6,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import yaml
 
 from . import __version__
 from .errors import EdgeverseError
@@ -81,11 +83,66 @@ def cmd_presets(args) -> int:
     return 0
 
 
+#: show-config abbreviates lists with more values than this unless --full is given.
+SHOW_MAX_VALUES = 24
+
+
+def _numeric(node: Any) -> bool:
+    if isinstance(node, list):
+        return all(_numeric(v) for v in node)
+    return isinstance(node, (int, float)) and not isinstance(node, bool)
+
+
+def abbreviate(node: Any, max_values: int = SHOW_MAX_VALUES) -> tuple[Any, int]:
+    """``node`` with every list of more than ``max_values`` values replaced by a one-line description.
+
+    Returns the new node and how many lists were abbreviated.
+
+    >>> abbreviate({"a": list(range(30)), "b": [1, 2]}, 24)
+    ({'a': '<30 values, min 0, max 29>', 'b': [1, 2]}, 1)
+    """
+    if isinstance(node, dict):
+        out, n = {}, 0
+        for k, v in node.items():
+            out[k], m = abbreviate(v, max_values)
+            n += m
+        return out, n
+    if isinstance(node, list):
+        arr = None
+        if _numeric(node):
+            try:
+                arr = np.asarray(node, dtype=float)
+            except ValueError:  # ragged
+                arr = None
+        if arr is not None and arr.ndim >= 1 and arr.size > max_values:
+            shape = " x ".join(str(s) for s in arr.shape)
+            finite = arr[np.isfinite(arr)]
+            rng = f", min {finite.min():.6g}, max {finite.max():.6g}" if finite.size else ""
+            return f"<{shape} values{rng}>", 1
+        if len(node) > max_values and arr is None:
+            return f"<{len(node)} entries>", 1
+        out, n = [], 0
+        for v in node:
+            w, m = abbreviate(v, max_values)
+            out.append(w)
+            n += m
+        return out, n
+    return node, 0
+
+
 def cmd_show_config(args) -> int:
-    if args.scenario:
-        print(load_scenario(args.scenario).to_yaml(), end="")
-    else:
+    if not args.scenario:
         print(preset_text(args.preset or "paper"), end="")
+        return 0
+    scn = load_scenario(args.scenario)
+    if args.full:
+        print(scn.to_yaml(), end="")
+        return 0
+    data, n = abbreviate(scn.to_dict())
+    if n:
+        print(f"# the configuration in use; {n} long list(s) abbreviated (values read from data files, positions, "
+              "...):\n# `edgeverse show-config --full FILE` prints every value (a scenario that loads without the files)")
+    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=None), end="")
     return 0
 
 
@@ -119,9 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("methods", help="list the methods")
     s.set_defaults(func=cmd_methods)
 
-    s = sub.add_parser("show-config", help="print a preset's (or file's) full configuration")
-    s.add_argument("scenario", nargs="?")
-    s.add_argument("--preset")
+    s = sub.add_parser("show-config", help="print a preset's (or file's) configuration, as it is used")
+    s.add_argument("scenario", nargs="?", help="scenario file (.yaml/.toml); default: --preset paper")
+    s.add_argument("--preset", help=f"embedded preset ({', '.join(preset_names())})")
+    s.add_argument("--full", action="store_true",
+                   help=f"print lists of more than {SHOW_MAX_VALUES} values in full (default: abbreviated)")
     s.set_defaults(func=cmd_show_config)
 
     # Subcommands that live in their own modules register themselves here.
