@@ -178,3 +178,28 @@ def test_literal_density_reading_gives_microseconds(paper):
     ms = solve(paper, "snr").objective_ms
     us = solve(paper.with_overrides({"model.time_aggregation": "density"}), "snr").objective_ms
     assert us == pytest.approx(ms / 25000, rel=1e-12)
+
+
+def test_3d_map_draws_every_dt_once(paper, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from edgeverse.plot import save_partition_map
+
+    scn = paper.with_overrides({
+        "zone.size_m": [2000, 2000, 100], "zone.origin_m": [0, 0, 0], "zone.cells": [10, 10, 9], "twins.count": 40,
+    })
+    sol = solve(scn, "snr")
+    z = np.unravel_index(sol.problem.twins.cell, sol.problem.grid.shape)[2]
+    assert len(set(z.tolist())) > 4  # DTs on more levels than the 4 panels
+    drawn = []
+    orig = plt.Figure.savefig
+
+    def spy(fig, *a, **k):  # count the DT markers (size 22) of every panel before the figure is written
+        for ax in fig.axes:
+            drawn.append(sum(len(c.get_offsets()) for c in ax.collections
+                             if hasattr(c, "get_sizes") and c.get_sizes().size and c.get_sizes()[0] == 22))
+        return orig(fig, *a, **k)
+
+    monkeypatch.setattr(plt.Figure, "savefig", spy)
+    save_partition_map(sol, tmp_path / "m.png")
+    assert len(drawn) == 4 and sum(drawn) == 40 and all(n > 0 for n in drawn)

@@ -188,12 +188,14 @@ def _sources_caption(problem) -> str:
 
 
 def plot_partition(solution, ax=None, *, level: int | None = None, title: str | None = None,
-                   show_density: bool = True, annotate: bool = True):
+                   show_density: bool = True, annotate: bool = True, twin_levels: tuple[int, int] | None = None):
     """Draw a solution's regions, servers and DTs on ``ax`` and return the axes.
 
     Regions are filled in distinct colours; servers are black triangles labelled
     with their region's mass alpha and DT counts; hosted DTs are white circles,
-    unhosted DTs red crosses.  In a 3D zone ``level`` picks the z layer (default 0).
+    unhosted DTs red crosses.  In a 3D zone ``level`` picks the z layer (default 0)
+    and the DTs drawn are those standing in z layers ``twin_levels`` (first,
+    last; default: that layer only).
     A 2D scenario placed on Earth (with a ``geo`` section) is drawn in lon/lat
     (:func:`plot_partition_lonlat`).
     """
@@ -222,8 +224,14 @@ def plot_partition(solution, ax=None, *, level: int | None = None, title: str | 
     if tw.n:
         pos = tw.positions_m
         hosted = solution.allocation.hosted
-        ax.scatter(pos[hosted, 0], pos[hosted, 1], s=22, facecolor="white", edgecolor="black", linewidth=0.8, zorder=3)
-        ax.scatter(pos[~hosted, 0], pos[~hosted, 1], s=22, marker="x", color="#c00000", linewidth=1.2, zorder=3)
+        shown = np.ones(tw.n, dtype=bool)
+        if g.dim == 3:
+            lo, hi = twin_levels if twin_levels is not None else (lv, lv)
+            zi = np.unravel_index(np.asarray(tw.cell), g.shape)[2]
+            shown = (zi >= lo) & (zi <= hi)
+        on, off = hosted & shown, ~hosted & shown
+        ax.scatter(pos[on, 0], pos[on, 1], s=22, facecolor="white", edgecolor="black", linewidth=0.8, zorder=3)
+        ax.scatter(pos[off, 0], pos[off, 1], s=22, marker="x", color="#c00000", linewidth=1.2, zorder=3)
     sp = p.server_positions_m
     ax.scatter(sp[:, 0], sp[:, 1], s=90, marker="^", color="black", edgecolor="white", zorder=4)
     if annotate and nb <= 24:
@@ -246,13 +254,18 @@ def plot_partition(solution, ax=None, *, level: int | None = None, title: str | 
         title = (f"{solution.method}: {solution.objective_ms:.2f} ms, "
                  f"{solution.n_hosted}/{tw.n} DTs hosted ({solution.status})")
         if g.dim == 3:
-            title += f", z level {0 if level is None else level}"
+            title += f", z level {lv}"
+            if twin_levels is not None and twin_levels != (lv, lv):
+                title += f" (DTs of levels {twin_levels[0]}-{twin_levels[1]})"
     ax.set_title(title, fontsize=9)
     return ax
 
 
 def save_partition_map(solution, path: str | Path) -> Path:
     """Write the partition map PNG (one panel per z level, at most 4, in a 3D zone).
+
+    With more than 4 z levels, 4 evenly spaced levels are drawn and each DT is
+    drawn on the panel of the nearest drawn level (so every DT appears once).
 
     A scenario placed on Earth gets two lon/lat panels: the partition, and the
     sensing density with the servers; the data files are named underneath.
@@ -271,8 +284,14 @@ def save_partition_map(solution, path: str | Path) -> Path:
     else:
         levels = [None] if g.dim == 2 else sorted(set(np.linspace(0, g.shape[2] - 1, min(4, g.shape[2])).astype(int)))
         fig, axes = plt.subplots(1, len(levels), figsize=(6.4 * len(levels), 6.0), squeeze=False)
-        for ax, lv in zip(axes[0], levels):
-            plot_partition(solution, ax, level=lv)
+        for i, (ax, lv) in enumerate(zip(axes[0], levels)):
+            if lv is None:
+                plot_partition(solution, ax)
+                continue
+            # DTs of the levels nearer to this panel's level than to the neighbouring panels' levels
+            lo = 0 if i == 0 else (levels[i - 1] + lv) // 2 + 1
+            hi = g.shape[2] - 1 if i == len(levels) - 1 else (lv + levels[i + 1]) // 2
+            plot_partition(solution, ax, level=lv, twin_levels=(lo, hi))
         fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
