@@ -27,7 +27,12 @@ def run_point(config: dict[str, Any], seed: int, method: str, options: dict[str,
     """Solve one (configuration, seed, method) point and return a flat record.
 
     ``config`` is a scenario as a plain dict (``Scenario.to_dict()``); its seed
-    is replaced by ``seed``.  The record holds only plain Python values.
+    is replaced by ``seed``.  The record holds only plain Python values,
+    among them the single-move certificate of the solution
+    (:func:`edgeverse.local_search.certificate`): ``certificate_rel``, the
+    largest relative decrease of the objective one cell move would still give
+    (0 at a single-move local optimum), and ``hosting_gain_available``, how
+    many more DTs one move could host.
 
     Examples
     --------
@@ -35,6 +40,8 @@ def run_point(config: dict[str, Any], seed: int, method: str, options: dict[str,
     >>> rec = run_point(get_preset("paper").to_dict(), 0, "snr")
     >>> rec["method"], rec["seed"], round(rec["objective_ms"], 3), rec["n_hosted"]
     ('snr', 0, 23.282, 0)
+    >>> rec["certificate_rel"] > 0, rec["hosting_gain_available"]
+    (True, 0)
     """
     from .solution import solve
 
@@ -43,6 +50,7 @@ def run_point(config: dict[str, Any], seed: int, method: str, options: dict[str,
     scn = Scenario.from_dict(cfg)
     sol = solve(scn, method, **(options or {}))
     ev = sol.evaluation
+    cert = sol.extra["certificate"]
     return {
         "key": point_key(config, seed, method, options),
         "method": method,
@@ -52,6 +60,8 @@ def run_point(config: dict[str, Any], seed: int, method: str, options: dict[str,
         "n_hosted": int(ev.total_hosted),
         "status": sol.status,
         "iterations": int(sol.iterations),
+        "certificate_rel": float(cert["max_single_move_decrease_rel"]),
+        "hosting_gain_available": int(cert["hosting_gain_available"]),
         "wall_time_s": float(sol.wall_time_s),
         "alpha": [float(a) for a in ev.alpha],
         "server_time_ms": [float(t) for t in ev.server_time_ms],

@@ -10,10 +10,14 @@ reinterpretation under which twins are feasible):
   confidence band over seeds, each seed redrawing the PTs);
 * ``fig4_<preset>.png`` - average sub-synchronization time and regional DT
   density vs the hotspot's standard deviation sigma;
-* ``points.csv`` (every point and seed), ``summary.csv`` (statistics per point),
-  ``calibration.csv`` (the calibration study) and ``REPORT.md`` (our numbers
-  beside the published ones, the reduction vs SNR, the paper's claims marked
-  HOLDS / PARTLY / DOES NOT HOLD with the evidence, the calibration deviations).
+* ``points.csv`` (every point and seed, with each run's single-move
+  certificate), ``summary.csv`` (statistics per point), ``calibration.csv``
+  (the calibration study) and ``REPORT.md`` (our numbers beside the published
+  ones, the reduction vs SNR, ``optimal`` against every other method run by
+  run, the paper's claims marked HOLDS / PARTLY / DOES NOT HOLD with the
+  evidence, the calibration deviations).
+
+Every method runs at its defaults unless options are given (``--method-option``).
 
 Every point is :func:`edgeverse.points.run_point` (pure, picklable), run on all
 cores with a progress bar; tables are sorted, so ``points.csv`` is identical
@@ -62,15 +66,10 @@ QUICK_CALIBRATION_SEEDS = 1
 #: that every method runs 20 seeds at every point within the time budget (the calibration study measures the
 #: effect of the grid: variant ``calibrated,grid 100``).  ``--grid 100`` runs on the presets' own grid.
 REPRO_GRID = 50
-#: Quick mode's grid: 30 x 30 cells of about 67 m (a smoke test; stated in the report).
-QUICK_GRID = 30
-#: Options given to expensive methods so that they fit the budget (passed to the method; reported).
-#: ``optimal``: no random starts (it still starts from SNR, Voronoi and damped Algorithm 1), at most 5
-#: projected-gradient steps per start and no single-cell polish (which alone costs 5-90 s per point at
-#: K = 200): about 0.5 s per point instead of 2-90 s.  The spot check runs it at its defaults.
-DEFAULT_METHOD_OPTIONS: dict[str, dict[str, Any]] = {
-    "optimal": {"n_starts": 0, "polish_result": False, "max_iter": 5},
-}
+#: Quick mode's grid: 32 x 32 cells of 62.5 m (a smoke test; stated in the report).  More cells than
+#: :data:`edgeverse.optimal.AUTO_RANDOM_STARTS_MAX_CELLS` (1000), so that ``optimal`` runs as in the full run,
+#: without random starts.
+QUICK_GRID = 32
 FIG2_K = 60          # paper, Fig. 2
 FIG4_K = 60          # not given by the paper for Fig. 4: the presets' K (Fig. 2's), stated in the report
 CALIBRATION_METHODS = ("snr", "paper-damped")
@@ -84,9 +83,10 @@ PUBLISHED = {
 
 POINT_COLUMNS = [
     "preset", "figure", "method", "K", "sigma_m", "seed", "objective_ms", "n_twins", "n_hosted", "status",
-    "iterations", "hotspot_region", "hotspot_alpha", "hotspot_area_share", "hotspot_dt_in_region",
-    "hotspot_dt_hosted", "hotspot_dt_per_km2", "hotspot_smallest", "hotspot_fewest_dts", "alpha", "area_share",
-    "dt_in_region", "dt_hosted", "server_time_ms", "error", "wall_time_s",
+    "iterations", "certificate_rel", "hosting_gain_available", "hotspot_region", "hotspot_alpha",
+    "hotspot_area_share", "hotspot_dt_in_region", "hotspot_dt_hosted", "hotspot_dt_per_km2", "hotspot_smallest",
+    "hotspot_fewest_dts", "alpha", "area_share", "dt_in_region", "dt_hosted", "server_time_ms", "error",
+    "wall_time_s",
 ]
 SUMMARY_COLUMNS = [
     "preset", "figure", "method", "K", "sigma_m", "n_seeds", "mean_ms", "ci95_low_ms", "ci95_high_ms", "std_ms",
@@ -115,7 +115,6 @@ class Plan:
     quick: bool = False
     calibration_study: bool = True
     calibration_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    spot_check: bool = False
     workers: int = 1
     notes: tuple[str, ...] = field(default=())
 
@@ -161,7 +160,7 @@ def make_plan(*, quick: bool = False, methods: Sequence[str] | None = None, seed
     grid_cells = (QUICK_GRID if quick else REPRO_GRID) if grid_cells is None else int(grid_cells)
     if grid_cells < 2:
         raise EdgeverseError(f"--grid: got {grid_cells}; at least 2 cells per axis")
-    opts = {m: dict(o) for m, o in DEFAULT_METHOD_OPTIONS.items()}
+    opts: dict[str, dict[str, Any]] = {}
     for m, o in (method_options or {}).items():
         if m not in METHODS:
             raise EdgeverseError(f"--method-option: got method {m!r}; available methods: {', '.join(known)}")
@@ -175,7 +174,7 @@ def make_plan(*, quick: bool = False, methods: Sequence[str] | None = None, seed
                 k_values=tuple(sorted(set(ks))),
                 sigma_values_m=tuple(sorted(set(sig))), grid_cells=grid_cells, method_options=opts, quick=quick,
                 calibration_study=calibration_study, calibration_seeds=cal_seeds,
-                spot_check=calibration_study and not quick and bool(opts), workers=int(w), notes=tuple(notes))
+                workers=int(w), notes=tuple(notes))
 
 
 def preset_config(name: str, grid_cells: int | None = None) -> dict[str, Any]:
@@ -253,7 +252,8 @@ def _run_task(task: Task) -> tuple[Task, dict[str, Any]]:
         rec = run_point(task.config, task.seed, task.method, task.options or None)
     except Exception as exc:  # noqa: BLE001 - any failure of one point is reported in the tables
         rec = {"method": task.method, "seed": task.seed, "objective_ms": math.nan, "n_twins": task.k,
-               "n_hosted": 0, "status": "error", "iterations": 0, "alpha": [], "server_time_ms": [],
+               "n_hosted": 0, "status": "error", "iterations": 0, "certificate_rel": math.nan,
+               "hosting_gain_available": -1, "alpha": [], "server_time_ms": [],
                "dt_in_region": [], "dt_hosted": [], "region_cells": [], "cell_volume_m3": math.nan,
                "hotspot_server": -1, "error": f"{type(exc).__name__}: {exc}"}
     rec["wall_time_s"] = time.perf_counter() - t0
@@ -333,6 +333,7 @@ def point_row(task: Task, rec: dict[str, Any]) -> dict[str, Any]:
         "preset": task.preset, "figure": task.figure, "method": task.method, "K": task.k, "sigma_m": task.sigma_m,
         "seed": task.seed, "objective_ms": float(rec["objective_ms"]), "n_twins": int(rec["n_twins"]),
         "n_hosted": int(rec["n_hosted"]), "status": str(rec["status"]), "iterations": int(rec["iterations"]),
+        "certificate_rel": float(rec["certificate_rel"]), "hosting_gain_available": int(rec["hosting_gain_available"]),
         "hotspot_region": hs,
         "hotspot_alpha": float(rec["alpha"][hs]) if ok else math.nan,
         "hotspot_area_share": float(share[hs]) if ok else math.nan,
@@ -446,6 +447,11 @@ def _f(x: float, nd: int = 2) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{nd}f}"
 
 
+def _fs(x: float, nd: int = 2) -> str:
+    """Like :func:`_f` with the sign always shown."""
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:+.{nd}f}"
+
+
 def _series(summary: list[dict], preset: str, figure: str, method: str) -> list[dict]:
     rows = [s for s in summary if s["preset"] == preset and s["figure"] == figure and s["method"] == method]
     return sorted(rows, key=lambda s: (s["K"], s["sigma_m"]))
@@ -484,6 +490,11 @@ def evaluate_claims(summary: list[dict], rows: list[dict], plan: Plan) -> list[C
     return claims
 
 
+def _no_interval(points: Sequence[dict]) -> str:
+    """Why summary points have no confidence interval: one seed, or non-finite objectives."""
+    return "one seed per point" if min(s["n_seeds"] for s in points) < 2 else "non-finite objectives"
+
+
 def _claims_for(summary, rows, plan, preset, m) -> list[Claim]:
     out: list[Claim] = []
     pts = [s for s in summary if s["preset"] == preset and s["method"] == m and s["figure"] in ("fig3", "fig4")]
@@ -494,8 +505,8 @@ def _claims_for(summary, rows, plan, preset, m) -> list[Claim]:
             return idx[(s["preset"], s["figure"], s["K"], s["sigma_m"], BASELINE)]
 
         below = [s for s in pts if s["mean_ms"] < snr_of(s)["mean_ms"]]
-        signif = [s for s in pts if (s["diff_ci95_high_ms"] < 0 if math.isfinite(s["diff_ci95_high_ms"])
-                                     else s["seeds_below_snr"] == s["n_seeds"] > 0)]
+        untested = [s for s in pts if not math.isfinite(s["diff_ci95_high_ms"])]
+        signif = [s for s in pts if math.isfinite(s["diff_ci95_high_ms"]) and s["diff_ci95_high_ms"] < 0]
         fewer = [s for s in pts if s["mean_hosted"] < snr_of(s)["mean_hosted"] - 1e-9]
         reds = [s["reduction_vs_snr_pct"] for s in pts]
         if len(below) == len(pts) and len(signif) == len(pts):
@@ -504,9 +515,13 @@ def _claims_for(summary, rows, plan, preset, m) -> list[Claim]:
             v = PARTLY
         else:
             v = FAILS
-        ev = (f"mean below SNR at {len(below)}/{len(pts)} points (Fig. 3 and 4), significantly (95 % CI of the "
-              f"paired difference below 0) at {len(signif)}/{len(pts)}; reduction vs SNR from {_f(min(reds), 1)} % to "
-              f"{_f(max(reds), 1)} %.")
+        if len(untested) == len(pts):
+            sig_txt = f"significance not tested ({_no_interval(untested)}: no confidence interval)"
+        else:
+            sig_txt = (f"significantly (95 % CI of the paired difference below 0) at {len(signif)}/{len(pts)}"
+                       + (f", not tested at {len(untested)} ({_no_interval(untested)})" if untested else ""))
+        ev = (f"mean below SNR at {len(below)}/{len(pts)} points (Fig. 3 and 4), {sig_txt}; reduction vs SNR from "
+              f"{_f(min(reds), 1)} % to {_f(max(reds), 1)} %.")
         if fewer:
             ev += (f" Hosts fewer DTs than SNR on average at {len(fewer)}/{len(pts)} points "
                    f"(e.g. K={fewer[0]['K']}, sigma={fewer[0]['sigma_m']:g} m: {_f(fewer[0]['mean_hosted'], 1)} vs "
@@ -518,26 +533,31 @@ def _claims_for(summary, rows, plan, preset, m) -> list[Claim]:
     if len(s_m) >= 2 and len(s_b) >= 2:
         def growth(s):
             lo, hi = s[0], s[-1]
-            se = math.sqrt(sum((x["std_ms"] / math.sqrt(x["n_seeds"])) ** 2 if math.isfinite(x["std_ms"]) else 0.0
-                               for x in (lo, hi)))
+            se = math.sqrt(sum((x["std_ms"] / math.sqrt(x["n_seeds"])) ** 2 for x in (lo, hi)))
             return hi["mean_ms"] - lo["mean_ms"], se, lo["mean_ms"], hi["mean_ms"]
         gm, sem, m0, m1 = growth(s_m)
         gb, seb, b0, b1 = growth(s_b)
         diff, se = gb - gm, math.sqrt(sem**2 + seb**2)
         k0, k1 = s_m[0]["K"], s_m[-1]["K"]
-        if diff > 1.96 * se and diff > 1e-9:
+        none_hosted = max(x["mean_hosted"] for x in s_m + s_b) == 0
+        if none_hosted:
+            v = FAILS
+        elif math.isfinite(se) and diff > 1.96 * se and diff > 1e-9:
             v = HOLDS
         elif diff > 1e-9:
             v = PARTLY
         else:
             v = FAILS
         rel = lambda a, b: 100.0 * (b - a) / a if a > 0 else math.nan  # noqa: E731
-        ev = (f"K {k0} -> {k1}: {m} {_f(m0)} -> {_f(m1)} ms (+{_f(gm)} ms, {_f(rel(m0, m1), 1)} %), SNR {_f(b0)} -> "
-              f"{_f(b1)} ms (+{_f(gb)} ms, {_f(rel(b0, b1), 1)} %); difference of growths {_f(diff)} ± "
-              f"{_f(1.96 * se)} ms "
-              f"(95 %). Paper: OT +6.06 ms (+31.7 %), SNR +20.00 ms (+64.0 %).")
-        if abs(gm) < 1e-9 and abs(gb) < 1e-9:
-            ev += " K has no effect at all here: no DT is hosted, so the twins take no compute."
+        band = (f" ± {_f(1.96 * se)} ms (95 %)" if math.isfinite(se) else
+                f" ms (significance not tested: {_no_interval([s_m[0], s_m[-1], s_b[0], s_b[-1]])})")
+        ev = (f"K {k0} -> {k1}: {m} {_f(m0)} -> {_f(m1)} ms ({_fs(gm)} ms, {_f(rel(m0, m1), 1)} %), SNR {_f(b0)} -> "
+              f"{_f(b1)} ms ({_fs(gb)} ms, {_f(rel(b0, b1), 1)} %); difference of growths {_f(diff)}{band}"
+              f". Paper: OT +6.06 ms (+31.7 %), SNR +20.00 ms (+64.0 %).")
+        if none_hosted:
+            ev += " K has no effect here: no DT is hosted, so the twins take no compute"
+            ev += "." if abs(gm) < 1e-9 and abs(gb) < 1e-9 else (
+                f" (the {_f(max(abs(gm), abs(gb)), 6)} ms left come from the search path, not from K).")
         out.append(Claim("time grows less with K than SNR's", preset, m, v, ev))
     # 3. gap narrows as sigma grows
     f_m, f_b = _series(summary, preset, "fig4", m), _series(summary, preset, "fig4", BASELINE)
@@ -687,52 +707,6 @@ def calibration_tasks(plan: Plan) -> list[Task]:
     return tasks
 
 
-SPOT_SEEDS = 1
-
-
-def spot_check_tasks(plan: Plan) -> list[Task]:
-    """Methods run with reduced options for the budget, once more at their defaults on a few points.
-
-    On the calibrated preset (or the last preset) at the smallest and largest K, seeds 0..SPOT_SEEDS-1; the
-    report puts them beside the same points of the figures, to show what the reduced settings cost.
-    """
-    if not plan.spot_check:
-        return []
-    preset = "paper-calibrated" if "paper-calibrated" in plan.presets else plan.presets[-1]
-    base = preset_config(preset, plan.grid_cells)
-    tasks = []
-    for m in plan.method_options:
-        for k in sorted({plan.k_values[0], plan.k_values[-1]}):
-            cfg = point_config(base, k, hotspot_sigma_m(base))
-            for seed in plan.seeds[:SPOT_SEEDS]:
-                tasks.append(Task(preset, "spotcheck", int(k), hotspot_sigma_m(base), int(seed), m, cfg, {}))
-    return tasks
-
-
-def spot_check_table(spot: list[tuple[Task, dict]], rows: list[dict], plan: Plan) -> str:
-    if not spot:
-        return ""
-    out = []
-    for m in plan.method_options:
-        for k in sorted({t.k for t, _ in spot if t.method == m}):
-            sp = [(t, r) for t, r in spot if t.method == m and t.k == k]
-            preset = sp[0][0].preset
-            seeds = sorted(t.seed for t, _ in sp)
-            def fig3(method):
-                v = [r["objective_ms"] for r in rows if r["preset"] == preset and r["figure"] == "fig3"
-                     and r["K"] == k and r["method"] == method and r["seed"] in seeds]
-                return float(np.mean(v)) if v else math.nan
-            full = float(np.mean([r["objective_ms"] for _, r in sp]))
-            wall = float(np.mean([r["wall_time_s"] for _, r in sp]))
-            out.append([m, f"`{preset}`", k, ", ".join(map(str, seeds)), _f(fig3(BASELINE)), _f(fig3("paper-damped")),
-                        _f(fig3(m)), _f(full), f"{wall:.1f}"])
-    opts = "; ".join(f"`{m}`: " + ", ".join(f"{k}={v}" for k, v in o.items()) for m, o in plan.method_options.items())
-    return ("Methods run with reduced options in the figures (" + opts + ") were run once more at their own "
-            "defaults on a few points (same seeds, same grid), to show what the reduced settings cost:\n\n"
-            + _md_table(["method", "preset", "K", "seeds", "snr ms", "paper-damped ms", "figures' settings ms",
-                         "default settings ms", "s per point (defaults)"], out) + "\n")
-
-
 def calibration_rows(results: list[tuple[Task, dict]]) -> list[dict[str, Any]]:
     vi = {v.name: i for i, v in enumerate(calibration_variants())}
     mi = {m: i for i, m in enumerate(METHODS)}
@@ -828,6 +802,10 @@ def _maybe_log(ax, summary_rows):
         ax.set_yscale("log")
 
 
+def _over_seeds(n: int) -> str:
+    return f"mean and 95 % CI over {n} seeds" if n >= 2 else "one seed (no confidence interval)"
+
+
 def plot_fig3(summary: list[dict], plan: Plan, preset: str, path: Path) -> Path:
     """Average sub-synchronization time vs K: mean and 95 % band per method, published points as stars."""
     import matplotlib
@@ -850,7 +828,7 @@ def plot_fig3(summary: list[dict], plan: Plan, preset: str, path: Path) -> Path:
     ax.set_xlabel("number of digital twins K")
     ax.set_ylabel("average sub-synchronization time [ms]")
     sig = rows[0]["sigma_m"] if rows else float("nan")
-    ax.set_title(f"Fig. 3 ({preset}): mean and 95 % CI over {len(plan.seeds)} seeds, sigma = {sig:g} m", fontsize=9)
+    ax.set_title(f"Fig. 3 ({preset}): {_over_seeds(len(plan.seeds))}, sigma = {sig:g} m", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -884,7 +862,7 @@ def plot_fig4(summary: list[dict], plan: Plan, preset: str, path: Path) -> Path:
     k = rows[0]["K"] if rows else plan.fig4_k
     a.set_xlabel("hotspot standard deviation sigma [m]")
     a.set_ylabel("average sub-synchronization time [ms]")
-    a.set_title(f"Fig. 4a ({preset}): K = {k}, mean and 95 % CI over {len(plan.seeds)} seeds", fontsize=9)
+    a.set_title(f"Fig. 4a ({preset}): K = {k}, {_over_seeds(len(plan.seeds))}", fontsize=9)
     b.set_xlabel("hotspot standard deviation sigma [m]")
     b.set_ylabel("DTs in the hotspot's region (regional DT density)")
     b.set_title(f"Fig. 4b ({preset}): DTs per region, hotspot region (K/B = {k / 4:g})", fontsize=9)
@@ -989,7 +967,28 @@ def _status_table(summary, plan, preset) -> str:
     return _md_table(["figure", "K", "sigma [m]"] + [f"{m} status counts" for m in iterative], rows)
 
 
+def mean_improvement_pct(summary: list[dict], preset: str, method: str, reference: str) -> float:
+    """Mean over the Fig. 3 and Fig. 4 points of 1 - mean(method) / mean(reference), in %.
+
+    Each point's means are over the seeds; nan when the two methods share no point.
+    """
+    idx = _index(summary)
+    vals = []
+    for fig in ("fig3", "fig4"):
+        for s in _series(summary, preset, fig, method):
+            ref = idx.get((preset, fig, s["K"], s["sigma_m"], reference))
+            if ref is not None:
+                with np.errstate(all="ignore"):
+                    vals.append(100.0 * (1.0 - s["mean_ms"] / ref["mean_ms"]))
+    return float(np.mean(vals)) if vals else math.nan
+
+
+#: References of the reduction table's last columns: Algorithm 1 as written and its damped variant.
+IMPROVEMENT_REFERENCES: tuple[str, ...] = ("paper", "paper-damped")
+
+
 def _reduction_table(summary, plan) -> str:
+    refs = [r for r in IMPROVEMENT_REFERENCES if r in plan.methods]
     rows = []
     for preset in plan.presets:
         for m in plan.methods:
@@ -1000,9 +999,145 @@ def _reduction_table(summary, plan) -> str:
             allr = r3 + r4
             rows.append([preset, m, _f(float(np.mean(r4)), 2) if r4 else "-", _f(float(np.mean(r3)), 2) if r3 else "-",
                          _f(float(np.mean(allr)), 2) if allr else "-",
-                         f"{_f(min(allr), 1)} .. {_f(max(allr), 1)}" if allr else "-", "25.75"])
+                         f"{_f(min(allr), 1)} .. {_f(max(allr), 1)}" if allr else "-", "25.75"]
+                        + [_f(mean_improvement_pct(summary, preset, m, r), 2) if r != m else "-" for r in refs])
     return _md_table(["preset", "method", "mean reduction vs SNR over Fig. 4 points %",
-                      "over Fig. 3 points %", "over all points %", "range %", "paper %"], rows)
+                      "over Fig. 3 points %", "over all points %", "range %", "paper %"]
+                     + [f"vs `{r}` over all points %" for r in refs], rows)
+
+
+# --------------------------------------------------------------------------- optimal against every method
+#: ``optimal`` is "at most" another method's objective when it is not above it by more than this, relative.
+DOMINANCE_REL_TOL = 1e-12
+#: Largest single-move certificate (relative) accepted for ``optimal`` at termination.
+CERTIFICATE_TOL = 1e-9
+OPTIMAL = "optimal"
+
+
+def _run_points(rows: list[dict], preset: str) -> dict[tuple, dict[str, dict]]:
+    """(K, sigma, seed) -> method -> row, each run point once (a point of two figures has a row in each)."""
+    out: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        if r["preset"] == preset:
+            out.setdefault((r["K"], r["sigma_m"], r["seed"]), {}).setdefault(r["method"], r)
+    return out
+
+
+def _run_points_flat(rows: list[dict], preset: str) -> list[dict]:
+    return [r for by_m in _run_points(rows, preset).values() for r in by_m.values()]
+
+
+def optimal_comparison(rows: list[dict], plan: Plan) -> dict[str, dict[str, Any]]:
+    """Per preset: ``optimal`` against every other method on every (point, seed) pair.
+
+    ``optimal`` is at least as good as a method on a pair when it hosts more DTs, or as many with an
+    objective at most theirs (within :data:`DOMINANCE_REL_TOL` relative).  Returns, per preset, the number
+    of pairs, those where it is at least as good as every other method, per-method counts (``more``:
+    hosts more DTs; ``lower``: equal hosting, lower objective; ``equal``: equal hosting and objective within
+    the tolerance) and the exceptions (every failing (pair, method), with both numbers).
+    """
+    others = [m for m in plan.methods if m != OPTIMAL]
+    out: dict[str, dict[str, Any]] = {}
+    for preset in plan.presets:
+        pairs = _run_points(rows, preset)
+        counts = {m: {"more": 0, "lower": 0, "equal": 0, "worse": 0} for m in others}
+        exceptions, n_ok = [], 0
+        for (k, sig, seed), by_m in sorted(pairs.items()):
+            o = by_m.get(OPTIMAL)
+            if o is None:
+                continue
+            ok_all = True
+            for m in others:
+                r = by_m.get(m)
+                if r is None:
+                    continue
+                ho, hm, jo, jm = o["n_hosted"], r["n_hosted"], o["objective_ms"], r["objective_ms"]
+                if o["error"] or r["error"]:
+                    kind = "worse"
+                elif ho != hm:
+                    kind = "more" if ho > hm else "worse"
+                elif jo < jm and jm - jo > DOMINANCE_REL_TOL * abs(jm):
+                    kind = "lower"
+                elif jo <= jm or jo - jm <= DOMINANCE_REL_TOL * abs(jm):
+                    kind = "equal"
+                else:
+                    kind = "worse"
+                counts[m][kind] += 1
+                if kind == "worse":
+                    ok_all = False
+                    exceptions.append({"K": k, "sigma_m": sig, "seed": seed, "method": m, "optimal_hosted": ho,
+                                       "hosted": hm, "optimal_ms": jo, "objective_ms": jm,
+                                       "error": o["error"] or r["error"]})
+            n_ok += ok_all
+        opt_rows = [by_m[OPTIMAL] for by_m in pairs.values() if OPTIMAL in by_m]
+        out[preset] = {"pairs": len(opt_rows), "at_least_as_good": n_ok, "counts": counts, "exceptions": exceptions}
+    return out
+
+
+def _certificate_table(rows: list[dict], plan: Plan) -> str:
+    out = []
+    for preset in plan.presets:
+        for m in plan.methods:
+            rs = [r for r in _run_points_flat(rows, preset) if r["method"] == m and not r["error"]]
+            if not rs:
+                continue
+            cert = [r["certificate_rel"] for r in rs]
+            out.append([f"`{preset}`", m, len(rs), f"{max(cert):.3g}", f"{float(np.median(cert)):.3g}",
+                        f"{sum(c <= CERTIFICATE_TOL for c in cert)}/{len(rs)}",
+                        max(r["hosting_gain_available"] for r in rs)])
+    return _md_table(["preset", "method", "runs", "largest certificate (relative)", "median",
+                      f"runs with certificate <= {CERTIFICATE_TOL:g}", "largest hosting gain available"], out)
+
+
+def _optimal_section(rows: list[dict], summary: list[dict], plan: Plan) -> str:
+    """REPORT.md's section on ``optimal`` against every other method, its improvements and its certificates."""
+    cmp = optimal_comparison(rows, plan)
+    others = [m for m in plan.methods if m != OPTIMAL]
+    t = [f"A (point, seed) pair is one run point (K, sigma) of a preset with one seed (a point of two figures, "
+         "such as Fig. 2's, counts once). On each pair "
+         f"`{OPTIMAL}` is compared with every other method ({', '.join(f'`{m}`' for m in others)}): it is at least as "
+         "good when it hosts more DTs, or as many with an objective at most theirs (relative tolerance "
+         f"{DOMINANCE_REL_TOL:g}).\n"]
+    crow, exc = [], []
+    for preset in plan.presets:
+        c = cmp[preset]
+        imp = "; ".join(f"mean improvement over `{r}` {_f(mean_improvement_pct(summary, preset, OPTIMAL, r), 2)} %"
+                        for r in (BASELINE,) + IMPROVEMENT_REFERENCES if r in others)
+        t.append(f"- `{preset}`: at least as good as every other method on **{c['at_least_as_good']}/{c['pairs']}** "
+                 f"pairs" + (f"; {imp} (over the Fig. 3 and 4 points, as in the table above)." if imp else "."))
+        for m in others:
+            k = c["counts"][m]
+            crow.append([f"`{preset}`", m, sum(k.values()), k["more"], k["lower"], k["equal"], k["worse"]])
+        exc += [dict(e, preset=preset) for e in c["exceptions"]]
+    t.append("")
+    t.append(_md_table(["preset", "against", "pairs", f"{OPTIMAL} hosts more DTs", "equal hosting, lower objective",
+                        f"equal hosting, equal objective (within {DOMINANCE_REL_TOL:g})",
+                        "exceptions (fewer DTs or higher objective)"], crow) + "\n")
+    if exc:
+        t.append(f"Every exception ({len(exc)}):\n")
+        t.append(_md_table(
+            ["preset", "K", "sigma [m]", "seed", "against", f"{OPTIMAL} hosted", "their hosted", f"{OPTIMAL} ms",
+             "their ms", "relative excess"],
+            [[f"`{e['preset']}`", e["K"], f"{e['sigma_m']:g}", e["seed"], e["method"], e["optimal_hosted"],
+              e["hosted"], f"{e['optimal_ms']:.9g}", f"{e['objective_ms']:.9g}",
+              e["error"] or f"{(e['optimal_ms'] - e['objective_ms']) / abs(e['objective_ms']):.3g}"]
+             for e in exc]) + "\n")
+    else:
+        t.append("No exception.\n")
+    opt = [r for p in plan.presets for r in _run_points_flat(rows, p) if r["method"] == OPTIMAL and not r["error"]]
+    if opt:
+        worst = max(opt, key=lambda r: r["certificate_rel"])
+        gain = max(r["hosting_gain_available"] for r in opt)
+        t.append(f"Single-move certificate of `{OPTIMAL}` at termination (the largest relative decrease of the "
+                 "objective one cell move would still give; 0 at a single-move local optimum): largest "
+                 f"**{worst['certificate_rel']:.3g}** over its {len(opt)} runs (`{worst['preset']}`, K = {worst['K']}, "
+                 f"sigma = {worst['sigma_m']:g} m, seed {worst['seed']}), "
+                 f"{'within' if worst['certificate_rel'] <= CERTIFICATE_TOL else '**above**'} the "
+                 f"{CERTIFICATE_TOL:g} bound; DTs one move could still add: at most **{gain}**. The other methods' "
+                 "certificates, for comparison (`points.csv` has every run's `certificate_rel` and "
+                 "`hosting_gain_available`):\n")
+        t.append(_certificate_table(rows, plan) + "\n")
+    return "\n".join(t)
 
 
 def _calibration_section(cal_table: list[dict], plan: Plan) -> str:
@@ -1030,8 +1165,7 @@ def _cal_lookup(cal_table, variant, k, key):
 
 
 def write_report(path: Path, *, plan: Plan, summary: list[dict], rows: list[dict], claims: list[Claim],
-                 cal_table: list[dict], wall_s: float, command: str, fig_files: dict[str, list[str]],
-                 spot: str = "") -> None:
+                 cal_table: list[dict], wall_s: float, command: str, fig_files: dict[str, list[str]]) -> None:
     """Write ``REPORT.md``."""
     import matplotlib
     import scipy
@@ -1061,6 +1195,17 @@ def write_report(path: Path, *, plan: Plan, summary: list[dict], rows: list[dict
         "The paper's 25.75 % is stated for Fig. 4 (\"for all values of sigma\"); its Fig. 3 numbers imply "
         "38.8 % at K = 50 and 50.9 % at K = 200.\n")
     add(_reduction_table(summary, plan) + "\n")
+    refs = [r for r in IMPROVEMENT_REFERENCES if r in plan.methods]
+    if refs:
+        add("The last columns compare in the same way with " + " and ".join(f"`{r}`" for r in refs)
+            + " (1 - mean(method) / mean(reference) per point, averaged over the Fig. 3 and Fig. 4 points). "
+            "The methods do not always host the same number of DTs (see the point tables), so these compare "
+            "times, not at equal hosting"
+            + (f"; the next section compares `{OPTIMAL}` with every method run by run, hosting first."
+               if OPTIMAL in plan.methods else ".") + "\n")
+    if OPTIMAL in plan.methods:
+        add(f"## `{OPTIMAL}` against every method\n")
+        add(_optimal_section(rows, summary, plan))
     # ---- configuration
     add("## Configuration\n")
     cfg_rows = [
@@ -1082,11 +1227,10 @@ def write_report(path: Path, *, plan: Plan, summary: list[dict], rows: list[dict
                     + "; variant `calibrated,grid 100` of the calibration study measures the difference)")],
         ["method options", "; ".join(f"`{m}`: " + ", ".join(f"{k}={v}" for k, v in o.items())
                                      for m, o in plan.method_options.items())
-         + (" (to fit the time budget: `optimal` then starts from SNR, Voronoi and damped Algorithm 1 only, takes at "
-            "most 5 steps on the masses per start and skips its single-cell polish, so its numbers are an upper bound "
-            "on what the full method reaches; see the spot check)"
-            if "optimal" in plan.method_options else "") if plan.method_options else "none (every method's defaults)"],
-        ["statistics", "mean and 95 % Student-t confidence interval over seeds; comparisons with SNR paired by seed"],
+         + " (given with `--method-option`: these methods ran with these options, not at their defaults)"
+         if plan.method_options else "none (every method at its defaults)"],
+        ["statistics", "mean and 95 % Student-t confidence interval over seeds; comparisons with SNR paired by seed"
+         + ("" if len(plan.seeds) >= 2 else " (one seed: no confidence interval, no significance test)")],
         ["hotspot region", "the region with the highest sensing density alpha_b / area_b (the paper: \"region 1 has "
                            "the highest sensing density\")"],
         ["regional DT density (Fig. 4)", "number of DTs standing in the hotspot region (the paper's \"density of DTs "
@@ -1109,9 +1253,6 @@ def write_report(path: Path, *, plan: Plan, summary: list[dict], rows: list[dict
     add(_presets_text(summary, rows, plan, cal_table))
     add("### Calibration study: the alternatives we measured\n")
     add(_calibration_section(cal_table, plan))
-    if spot:
-        add("### Reduced method settings: what they cost\n")
-        add(spot)
     # ---- figures
     for preset in plan.presets:
         add(f"## Results for `{preset}`\n")
@@ -1139,9 +1280,8 @@ def write_report(path: Path, *, plan: Plan, summary: list[dict], rows: list[dict
     add("## Algorithm 1 status counts\n")
     add("Per point, how each iterative method stopped over the seeds (`converged`: fixed point or unchanged "
         "objective; `cycled`: a partition came back (Algorithm 1 as written oscillates, MODEL.md item 6); "
-        "`stalled`: the damped variant's step fell below its floor; `max_iter`: the iteration cap (for a method run "
-        "with reduced options, the cap given in the configuration table)). The last (or, for `optimal`, the best) "
-        "iterate is scored in every case, as the paper's line 12 does.\n")
+        "`stalled`: the damped variant's step fell below its floor; `max_iter`: the iteration cap). The last "
+        "(or, for `optimal`, the best) iterate is scored in every case, as the paper's line 12 does.\n")
     for preset in plan.presets:
         add(f"### `{preset}`\n")
         add(_status_table(summary, plan, preset) + "\n")
@@ -1208,21 +1348,39 @@ def _presets_text(summary, rows, plan, cal_table) -> str:
         kspread = {m: (max(s["mean_ms"] for s in v) - min(s["mean_ms"] for s in v)) if v else math.nan
                    for m, v in f3.items()}
         line = ", ".join(f"{m} {_f(f3[m][0]['mean_ms'])} ms" for m in plan.methods if f3[m])
+        by_point: dict[tuple, list[float]] = {}
+        for r in pr:
+            if not r["error"]:
+                by_point.setdefault((r["method"], r["K"], r["sigma_m"]), []).append(r["objective_ms"])
+        seed_spread = {m: max((max(v) - min(v) for (mm, _, _), v in by_point.items() if mm == m), default=0.0)
+                       for m in plan.methods}
+        varying = {m: x for m, x in seed_spread.items() if x > 1e-9}
+        if len(plan.seeds) < 2:
+            spread_txt = "one seed per point, so no spread over seeds is measured"
+        elif varying:
+            same = [m for m in plan.methods if m not in varying]
+            spread_txt = ((f"every seed gives the same number for {', '.join(same)} (zero-width CIs); " if same else "")
+                          + "; ".join(f"{m} varies by up to {x:.2g} ms over the seeds" for m, x in varying.items())
+                          + (" (its search depends on the seed: the random starts it draws on small grids, and the "
+                             "separate phase in which its local search moves the cells holding PTs)"
+                             if set(varying) == {"optimal"} else ""))
+        else:
+            spread_txt = "every seed gives the same number (zero-width CIs)"
         fp = calibrated_facts(plan, "paper")
         upp = fp["upload_ms"]
-        measured_p = (f" Measured at K = {fp['K']} (seeds {fp['seeds']}): upload tau^com {upp[0] / 1e3:.2f} / "
+        measured_p = (f"Measured at K = {fp['K']} (seeds {fp['seeds']}): upload tau^com {upp[0] / 1e3:.2f} / "
                       f"{upp[1] / 1e3:.2f} / {upp[2] / 1e3:.2f} s (min / median / max) against deadlines of 100, 10 "
                       "and 1 ms; DT types with no finite compute anywhere: "
-                      f"{', '.join(fp['infeasible_types']) or 'none'}."
+                      f"{', '.join(fp['infeasible_types']) or 'none'}. "
                       ) if upp else ""
         t.append(
             "**`paper` (Section IV exactly as written).** With D_k = 10 Mb over W_k = 1 MHz the upload alone takes "
             "about 0.5-1 s, 5 to 500 times every deadline, so every DT is `deadline_infeasible` (MODEL.md item 4). "
-            f"{measured_p} Over all {len(pr)} runs of the figures: {hosted} DTs hosted. The twins then take no "
-            "compute, psi_b = Psi_b, "
-            "the partition and the objective do not depend on the PTs: every seed gives the same number "
-            "(zero-width CIs) and K has no effect (largest change of a method's mean over K: "
-            f"{_f(max(kspread.values()) if kspread else math.nan, 4)} ms). Objective at every K: {line}. "
+            f"{measured_p}Over all {len(pr)} runs of the figures: {hosted} DTs hosted. The twins then take no "
+            "compute, psi_b = Psi_b, and the objective of a partition does not depend on the PTs: "
+            f"{spread_txt}; K has no effect (largest change of a method's mean over K: "
+            f"{_f(max(kspread.values()) if kspread else math.nan, 4)} ms). Objective at K = "
+            f"{plan.k_values[0]}: {line}. "
             "The sub-metaverse part alone is already in milliseconds (we sum (5) over the region's sensors, "
             "MODEL.md item 1).\n")
     if "paper-calibrated" in plan.presets:
@@ -1344,11 +1502,9 @@ def reproduce(out_dir: str | Path = "reproduction", *, plan: Plan | None = None,
     out.mkdir(parents=True, exist_ok=True)
     tasks = build_tasks(plan)
     cal_tasks = calibration_tasks(plan) if plan.calibration_study else []
-    results = run_tasks(tasks + cal_tasks + spot_check_tasks(plan), plan.workers, progress=progress,
-                        desc="reproduce")
-    main_res = [(t, r) for t, r in results if t.figure not in ("calibration", "spotcheck")]
+    results = run_tasks(tasks + cal_tasks, plan.workers, progress=progress, desc="reproduce")
+    main_res = [(t, r) for t, r in results if t.figure != "calibration"]
     cal_res = [(t, r) for t, r in results if t.figure == "calibration"]
-    spot_res = sorted(((t, r) for t, r in results if t.figure == "spotcheck"), key=lambda x: x[0].cost_rank)
     rows = sorted((row for t, r in main_res for row in point_rows(t, r)), key=_sort_key(plan))
     summary = summarize(rows, plan)
     claims = evaluate_claims(summary, rows, plan)
@@ -1382,7 +1538,7 @@ def reproduce(out_dir: str | Path = "reproduction", *, plan: Plan | None = None,
     wall = time.perf_counter() - t0
     report = out / "REPORT.md"
     write_report(report, plan=plan, summary=summary, rows=rows, claims=claims, cal_table=cal_table, wall_s=wall,
-                 command=command, fig_files=fig_files, spot=spot_check_table(spot_res, rows, plan))
+                 command=command, fig_files=fig_files)
     files.append(report)
     return ReproductionResult(out, plan, rows, summary, claims, cal_table, time.perf_counter() - t0, files)
 
@@ -1399,7 +1555,7 @@ def _csv_list(text: str | None, conv=str) -> list | None:
 
 
 def _method_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
-    """``["optimal.polish_result=true", ...]`` -> ``{"optimal": {"polish_result": True}}`` (YAML values)."""
+    """``["optimal.n_starts=4", ...]`` -> ``{"optimal": {"n_starts": 4}}`` (YAML values)."""
     import yaml
 
     out: dict[str, dict[str, Any]] = {}
@@ -1408,7 +1564,7 @@ def _method_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
         method, dot, opt = key.strip().rpartition(".")
         if not sep or not dot or not method or not opt:
             raise EdgeverseError(f"--method-option {item!r}: expected METHOD.OPTION=VALUE, "
-                                 "e.g. --method-option optimal.polish_result=true")
+                                 "e.g. --method-option optimal.n_starts=4")
         out.setdefault(method, {})[opt] = yaml.safe_load(value)
     return out
 
@@ -1449,9 +1605,8 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--grid", type=int, metavar="N",
                    help=f"grid of N x N cells (default: {REPRO_GRID}, quick: {QUICK_GRID}; the presets' own is 100)")
     s.add_argument("--method-option", action="append", metavar="METHOD.OPTION=VALUE",
-                   help="option passed to a method, e.g. optimal.polish_result=true (default: "
-                        + "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in o.items())
-                                    for m, o in DEFAULT_METHOD_OPTIONS.items()) + ")")
+                   help="option passed to a method, e.g. optimal.n_starts=4 (repeatable; default: every method "
+                        "at its defaults; the report states the options given)")
     s.add_argument("--k-values", help="comma-separated K values for Fig. 3")
     s.add_argument("--sigma-values", help="comma-separated sigma values [m] for Fig. 4")
     s.add_argument("--no-calibration-study", action="store_true", help="skip the study of alternative calibrations")
