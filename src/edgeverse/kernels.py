@@ -155,7 +155,7 @@ argmin_affine.last_fallback = 0
 
 # =========================================================================== best single moves
 def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s: float, skip: np.ndarray,
-               cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               cutoff: float, *, global_min: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every cell's best single move ``(target, change, comm cost at target)`` over all servers.
 
     The change is the exact objective change (averaged over servers) of moving
@@ -164,13 +164,18 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
     change +inf.  A cell whose best candidate move is not proved best by the
     bound on the other servers, while that bound is below ``cutoff``, is
     settled by a full scan: the targets are exact wherever the change is below
-    ``cutoff``.
+    ``cutoff``.  With ``global_min`` only the smallest change over all cells
+    (and the lowest cell reaching it) is needed: a cell is then scanned only
+    when its bound is at or below the smallest candidate change, so the
+    minimum and its argmin are exact, the other cells' entries may be the
+    best candidate move only (never below the exact minimum).
     """
     n, nb = links.n, links.n_servers
     bj = np.empty(n, dtype=np.int64)
     bd = np.empty(n)
     bc = np.empty(n)
     flag = np.zeros(n, dtype=np.bool_)
+    low_all = np.full(n, -np.inf)
     sparse = not links.dense
     if sparse:
         # t_add >= s m (alpha_j x + C_j + 2 alpha_j r_j) + s m^2 x for any non-candidate at comm cost >= x
@@ -201,7 +206,7 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
             lb = np.zeros((1, 1))
             S = np.zeros((1, 1), np.int32)
         _nb_best_moves(S, sparse, links.comm, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, skip, cutoff,
-                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, BOUND_SLACK,
+                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, low_all, BOUND_SLACK,
                        bool(np.isfinite(t_b).all() and np.isfinite(render).all() and np.isfinite(comm_b).all()
                             and np.isfinite(c_own).all() and np.isfinite(alpha).all()))
     else:
@@ -240,9 +245,16 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
                     low = (t_rem + lo) / nb
                     margin = BOUND_SLACK * (np.abs(t_rem) + np.abs(lo) + tmax) / nb
                 low = low - margin
+                low_all[a:b] = low
                 flag[a:b] = ~skip[a:b] & ~(low > bd[a:b]) & (low < cutoff)
 
         map_chunks(work, n, max(1, CHUNK_ENTRIES // max(1, links.k)))
+    if sparse and global_min and flag.any():
+        live = ~skip
+        if live.any():
+            gmin = float(bd[live].min())
+            if np.isfinite(gmin):
+                flag &= low_all < min(cutoff, float(np.nextafter(gmin, np.inf)))
     if sparse and flag.any():
         rows = np.flatnonzero(flag)
         step = max(1, CHUNK_ENTRIES // nb)
@@ -333,7 +345,7 @@ if HAVE_NUMBA:  # pragma: no branch
 
     @_jit
     def _nb_best_moves(S, sparse, C, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, skip, cutoff,
-                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, slack, lean):
+                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, low_out, slack, lean):
         n, k = C.shape
         ncls = lb.shape[1]
         for i in _nb.prange(n):
@@ -394,4 +406,34 @@ if HAVE_NUMBA:  # pragma: no branch
                         lo = val
                 low = (t_rem + lo) / nb
                 low = low - slack * (abs(t_rem) + abs(lo) + tmax) / nb
+                low_out[i] = low
                 flag[i] = (not (low > best_d)) and (low < cutoff)
+
+    @_jit
+    def position_kernel(S, cells, servers, out):
+        """Column of ``servers[j]`` among cell ``cells[j]``'s candidates (``S`` rows), or -1."""
+        k = S.shape[1]
+        for t in _nb.prange(cells.shape[0]):
+            i = cells[t]
+            b = servers[t]
+            pos = -1
+            for q in range(k):
+                if S[i, q] == b:
+                    pos = q
+                    break
+            out[t] = pos
+
+    @_jit
+    def candidate_values(S, C, cells, servers, pos_out, val_out):
+        """:func:`position_kernel` and the stored value ``C[cell, pos]`` (NaN where not a candidate)."""
+        k = S.shape[1]
+        for t in _nb.prange(cells.shape[0]):
+            i = cells[t]
+            b = servers[t]
+            pos = -1
+            for q in range(k):
+                if S[i, q] == b:
+                    pos = q
+                    break
+            pos_out[t] = pos
+            val_out[t] = C[i, pos] if pos >= 0 else np.nan

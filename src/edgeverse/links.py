@@ -279,6 +279,14 @@ class CellLinks:
         servers = np.asarray(servers)
         if self.dense:
             return servers.astype(np.int64)
+        from . import kernels
+
+        if kernels.numba_active() and cells.size > 4096:
+            flat_c = np.ascontiguousarray(cells.reshape(-1), dtype=np.int64)
+            flat_s = np.ascontiguousarray(servers.reshape(-1), dtype=np.int64)
+            out = np.empty(flat_c.size, dtype=np.int64)
+            kernels.position_kernel(self.server, flat_c, flat_s, out)
+            return out.reshape(cells.shape)
         S = self.server[cells]
         hit = S == servers[..., None]
         pos = np.argmax(hit, axis=-1)
@@ -290,10 +298,22 @@ class CellLinks:
         servers = np.asarray(servers)
         if self.dense:
             return self.comm[cells, servers]
-        pos = self.position(cells, servers)
-        out = np.empty(cells.shape)
-        ok = pos >= 0
-        out[ok] = self.comm[cells[ok], pos[ok]]
+        from . import kernels
+
+        if kernels.numba_active() and cells.size > 4096:
+            flat_c = np.ascontiguousarray(cells.reshape(-1), dtype=np.int64)
+            flat_s = np.ascontiguousarray(servers.reshape(-1), dtype=np.int64)
+            pos = np.empty(flat_c.size, dtype=np.int64)
+            out = np.empty(flat_c.size)
+            kernels.candidate_values(self.server, self.comm, flat_c, flat_s, pos, out)
+            pos = pos.reshape(cells.shape)
+            out = out.reshape(cells.shape)
+            ok = pos >= 0
+        else:
+            pos = self.position(cells, servers)
+            out = np.empty(cells.shape)
+            ok = pos >= 0
+            out[ok] = self.comm[cells[ok], pos[ok]]
         if not ok.all():
             out[~ok] = self.comm_pairs(cells[~ok], servers[~ok])
         return out

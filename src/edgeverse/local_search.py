@@ -555,9 +555,9 @@ class Certificate:
                 "best_move": list(self.best_move) if self.best_move else None}
 
 
-def _plain(problem: Problem, st: _State, skip: np.ndarray, cutoff: float):
+def _plain(problem: Problem, st: _State, skip: np.ndarray, cutoff: float, global_min: bool = False):
     return best_moves(problem.links, st.cs, st.c_own, problem.cell_mass, st.alpha, st.comm, st.render, st.t,
-                      float(problem.time_scale), skip, cutoff)
+                      float(problem.time_scale), skip, cutoff, global_min=global_min)
 
 
 def _skip_mask(problem: Problem, ptc: _PTCells) -> np.ndarray:
@@ -570,7 +570,7 @@ def certificate(problem: Problem, cell_server: np.ndarray) -> Certificate:
     """The largest single-cell-move improvement available (lexicographic: hosting, then objective)."""
     st = _state(problem, np.asarray(cell_server, dtype=int))
     ptc = _pt_cells(problem)
-    bj, bd, _ = _plain(problem, st, _skip_mask(problem, ptc), 0.0)
+    bj, bd, _ = _plain(problem, st, _skip_mask(problem, ptc), 0.0, global_min=True)
     pt = _pt_best(problem, st, ptc, 0.0)
     # the dense form's row-major argmin: lowest cell first, then lowest server
     d_all = bd.copy()
@@ -590,19 +590,22 @@ def certificate(problem: Problem, cell_server: np.ndarray) -> Certificate:
 
 
 def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, rel_tol, obj0,
-              skip, shape, max_visits):
+              skip, shape, max_visits, passes):
     """Sequential exact single moves, starting from the cells in ``order`` (plain cells).
 
     Each visited cell is moved to its best candidate (or to the non-candidate target ``tgt`` found by
     the exact scan) when that move, evaluated on the current state, lowers the objective by more than
     ``rel_tol`` x objective; the state is updated after every move and the grid neighbours of a moved
-    cell are queued (a boundary then moves by as many cells as it should in one pass).  Returns
-    (moves, objective)."""
+    cell are queued (a boundary then moves by as many cells as it should in one pass).  With ``passes``
+    > 0, whenever the queue runs empty every boundary cell (a grid neighbour in another region) that is
+    not skipped is queued again (at most ``passes`` times, and only while the previous pass moved a
+    cell): a move changes the terms of two servers, so cells of other boundaries may improve now; the
+    caller's exact scan (every cell, every server) still decides when the polish stops.  Returns (moves, objective)."""
     obj = obj0
     k = C.shape[1]
     n = cs.shape[0]
     moves = 0
-    queue = np.empty(n + order.shape[0], dtype=np.int64)
+    queue = np.empty(n + order.shape[0] + 1, dtype=np.int64)
     inq = np.zeros(n, dtype=np.bool_)
     head = 0
     tail = 0
@@ -612,7 +615,43 @@ def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, r
         inq[order[p]] = True
     nd = shape.shape[0]
     visits = 0
-    while head != tail and visits < max_visits:
+    moved_since = 1
+    # boundary list for the passes (cells that moved and their neighbours are added as they move)
+    nbl = -1 if passes > 0 else 0
+    blist = np.empty(n if passes > 0 else 0, dtype=np.int64)
+    inb = np.zeros(n if passes > 0 else 0, dtype=np.bool_)
+    while visits < max_visits:
+        if head == tail:
+            if passes <= 0 or moved_since == 0:
+                break
+            passes -= 1
+            moved_since = 0
+            if nbl < 0:  # boundary cells (a grid neighbour in another region), found once
+                nbl = 0
+                for i2 in range(n):
+                    b2 = cs[i2]
+                    stride = 1
+                    rest = i2
+                    for ax in range(nd - 1, -1, -1):
+                        coord = rest % shape[ax]
+                        rest //= shape[ax]
+                        if (coord > 0 and cs[i2 - stride] != b2) or (coord < shape[ax] - 1 and cs[i2 + stride] != b2):
+                            inb[i2] = True
+                            blist[nbl] = i2
+                            nbl += 1
+                            break
+                        stride *= shape[ax]
+            for p2 in range(nbl):
+                i2 = blist[p2]
+                if skip[i2] or inq[i2]:
+                    continue
+                inq[i2] = True
+                queue[tail] = i2
+                tail += 1
+                if tail == queue.shape[0]:
+                    tail = 0
+            if head == tail:
+                break
         i = queue[head]
         head += 1
         if head == queue.shape[0]:
@@ -660,6 +699,11 @@ def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, r
             cs[i] = j
             c_own[i] = best_c
             moves += 1
+            moved_since += 1
+            if nbl >= 0 and passes > 0 and not inb[i]:
+                inb[i] = True
+                blist[nbl] = i
+                nbl += 1
             # queue the grid neighbours (C order: the last axis is contiguous)
             stride = 1
             rest = i
@@ -670,6 +714,10 @@ def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, r
                     c2 = coord + sgn
                     if 0 <= c2 < shape[ax]:
                         nb_i = i + sgn * stride
+                        if nbl >= 0 and inb.shape[0] > 0 and not inb[nb_i]:
+                            inb[nb_i] = True
+                            blist[nbl] = nb_i
+                            nbl += 1
                         if not inq[nb_i] and not skip[nb_i]:
                             inq[nb_i] = True
                             queue[tail] = nb_i
@@ -696,7 +744,8 @@ SWEEP_MIN_ENTRIES = 400_000
 
 
 def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12, max_rounds: int = 100_000,
-           pt_batch: bool = False, mode: str = "auto", pt_moves: bool = True):
+           pt_batch: bool = False, mode: str = "auto", pt_moves: bool = True, passes: int = 0,
+           hosting_first: bool = False):
     """Single-cell-move local search from any partition, until no move improves.
 
     Rounds on cells without PTs use the closed-form deltas for all cells at
@@ -717,6 +766,13 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
     improves - a sequential (Gauss-Seidel) pass that never overshoots, where
     batches of moves found on the same state interfere.  The state is rebuilt
     from scratch after each pass; the stopping test is the same exact one.
+    ``passes`` (sweep mode): when a sweep's queue runs empty, every cell is
+    visited again, up to this many times while moves are still made (the
+    moves of one server pair change the terms of every cell bordering those
+    regions); a round then settles what used to take many rounds.
+    ``hosting_first``: the moves of PT cells that host more DTs are applied
+    before any plain move (hosting depends on the PT cells only, so plain
+    moves never change it); the rounds then polish the objective.
     Returns (cell_server, n_moves, history).
     """
     if mode == "auto":
@@ -730,27 +786,63 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
     n_moves, frac, pfrac = 0, 0.25, 1.0
     links = problem.links
     history = [{"round": 0, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()), "moves": 0}]
+    hosting_open = bool(hosting_first and ptc.size and pt_moves)
+    skip_check = False
+    last_tgt = None
+    S = links.server if not links.dense else np.zeros((1, 1), np.int32)
+    shape = np.asarray(problem.grid.shape, dtype=np.int64)
+
+    def run_sweep(order, tgt, tgt_c):
+        trial = cs.copy()
+        c_trial = st.c_own.copy()
+        k, _ = _sweep_run(order, S, links.comm, not links.dense, tgt, tgt_c, trial, c_trial, problem.cell_mass,
+                          st.alpha.copy(), st.comm.copy(), st.render.copy(), st.t.copy(), float(problem.time_scale),
+                          int(problem.n_servers), float(rel_tol), st.objective, skip, shape,
+                          int(20 * problem.n_cells * (1 + passes)), int(passes))
+        return trial, c_trial, k
+
     for rnd in range(1, max_rounds + 1):
         thresh = -rel_tol * max(st.objective, 1e-300)
-        best_j, best_d, best_c = _plain(problem, st, skip, thresh)
-        cand = np.flatnonzero(best_d < thresh)
+        if hosting_open:
+            pt = _pt_best(problem, st, ptc, thresh)
+            gmax = int(pt.dh.max())
+            if gmax > 0:
+                order = np.flatnonzero(pt.dh == gmax)
+                order = order[np.argsort(pt.dj[order], kind="stable")]
+                while True:
+                    k = max(1, int(np.ceil(pfrac * order.size)))
+                    sel = order[:k]
+                    trial = cs.copy()
+                    trial[ptc.cells[sel]] = pt.j[sel]
+                    st_new = _state(problem, trial)
+                    ok = (-int(st_new.hosted.sum()), st_new.objective) < (-int(st.hosted.sum()), st.objective + thresh)
+                    if ok or k == 1:
+                        break
+                    pfrac = max(pfrac / 2, 1e-6)
+                if ok:
+                    cs, st = trial, st_new
+                    n_moves += k
+                    pfrac = min(1.0, pfrac * 2)
+                    history.append({"round": rnd, "objective_ms": st.objective * 1e3,
+                                    "n_hosted": int(st.hosted.sum()), "moves": k, "kind": "pt-hosting"})
+                    continue
+            hosting_open = False
+        checked = not skip_check
+        skip_check = False
+        cand = np.zeros(0, dtype=np.int64)
+        if checked:
+            best_j, best_d, best_c = _plain(problem, st, skip, thresh)
+            cand = np.flatnonzero(best_d < thresh)
+            last_tgt = (best_j.astype(np.int64), np.where(best_j >= 0, best_c, 0.0))
         if cand.size and mode == "sweep":
             cand = cand[np.argsort(best_d[cand], kind="stable")]
-            trial = cs.copy()
-            c_trial = st.c_own.copy()
-            S = links.server if not links.dense else np.zeros((1, 1), np.int32)
-            tgt_c = np.where(best_j >= 0, best_c, 0.0)
-            k, _ = _sweep_run(cand.astype(np.int64), S, links.comm, not links.dense, best_j.astype(np.int64), tgt_c,
-                              trial, c_trial, problem.cell_mass, st.alpha.copy(), st.comm.copy(), st.render.copy(),
-                              st.t.copy(), float(problem.time_scale), int(problem.n_servers), float(rel_tol),
-                              st.objective, skip, np.asarray(problem.grid.shape, dtype=np.int64),
-                              int(20 * problem.n_cells))
+            trial, c_trial, k = run_sweep(cand.astype(np.int64), *last_tgt)
             st_new = _state(problem, trial, c_trial)
             if k and st_new.objective < st.objective:
                 cs, st = trial, st_new
                 n_moves += k
                 history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()),
-                                "moves": k})
+                                "moves": k, "kind": "sweep"})
                 continue
             cand = cand[:1]  # rounding left nothing: fall back to the single best move
         if cand.size:
@@ -772,7 +864,7 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
                 n_moves += k
                 frac = min(1.0, frac * 2)
                 history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()),
-                                "moves": k})
+                                "moves": k, "kind": "plain"})
                 continue
         if not ptc.size or not pt_moves:
             break
@@ -783,6 +875,8 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
         else:
             score = np.where(pt.dh == 0, pt.dj, np.inf)
             if score.min() >= thresh:
+                if not checked:
+                    continue  # the plain moves were not checked this round: check them before stopping
                 break
         if pt_batch:
             order = np.argsort(score, kind="stable")
@@ -802,19 +896,32 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
                     break
                 pfrac = max(pfrac / 2, 1e-6)
             if not ok:
+                if not checked:
+                    continue
                 break
             cs, st = trial, st_new
             n_moves += k
             pfrac = min(1.0, pfrac * 2)
             history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()),
-                            "moves": k})
+                            "moves": k, "kind": "pt"})
+            if mode == "sweep" and passes > 0 and last_tgt is not None:
+                # the PT moves changed a few servers' terms: repair the boundaries at once (a boundary sweep,
+                # no exact scan), then look at the PT cells again; the exact scan runs before any stop
+                trial, c_trial, k = run_sweep(np.zeros(0, dtype=np.int64), *last_tgt)
+                st_new = _state(problem, trial, c_trial)
+                if k and st_new.objective < st.objective:
+                    cs, st = trial, st_new
+                    n_moves += k
+                    history.append({"round": rnd, "objective_ms": st.objective * 1e3,
+                                    "n_hosted": int(st.hosted.sum()), "moves": k, "kind": "boundary"})
+                skip_check = True
             continue
         r = int(np.argmin(score))
         cs = cs.copy()
         cs[ptc.cells[r]] = pt.j[r]
         st = _state(problem, cs)
         n_moves += 1
-        history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()), "moves": 1})
+        history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()), "moves": 1, "kind": "pt"})
     return cs, n_moves, history
 
 

@@ -128,6 +128,12 @@ COARSE_OT_ENTRIES = 300_000
 INTERMEDIATE_ROUNDS = 30
 #: Multilevel: single-move rounds on the full grid at most (the certificate then tells how close it is).
 FINEST_ROUNDS = 60
+#: Multilevel: boundary passes per sweep of the polish on the full grid and on the coarser levels
+#: (see :func:`edgeverse.local_search.polish`).
+SWEEP_PASSES = 10
+COARSE_SWEEP_PASSES = 0
+#: Multilevel: hosting-increasing PT moves before the plain moves on the full grid.
+HOSTING_FIRST = True
 
 
 @register("optimal")
@@ -323,7 +329,9 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
         if polish_result or lvl > 0:
             t0 = time.perf_counter()
             cap = FINEST_ROUNDS if lvl == 0 else (200 if lvl == len(chain) - 1 else INTERMEDIATE_ROUNDS)
-            cs, n_moves, hist = polish(p, cs, pt_batch=True, mode="sweep", max_rounds=cap)
+            cs, n_moves, hist = polish(p, cs, pt_batch=True, mode="sweep", max_rounds=cap,
+                                       passes=SWEEP_PASSES if lvl == 0 else COARSE_SWEEP_PASSES,
+                                       hosting_first=HOSTING_FIRST)
             n_moves_total += n_moves
             total_it += len(hist) - 1
             history.append({"iteration": len(history), "phase": f"polish (level {lvl})",
