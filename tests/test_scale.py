@@ -303,3 +303,18 @@ def test_sweep_passes_and_hosting_first_certified(pair, both_paths, passes):
     b = polish(sparse, METHODS["snr"](sparse).cell_server, mode="sweep", pt_batch=True, passes=passes,
                hosting_first=True)
     assert certificate(dense, a[0]).hosting_gain_available == certificate(dense, b[0]).hosting_gain_available == 0
+
+
+def test_need_table_equals_on_demand(monkeypatch):
+    """Sparse twins keep every line-9 compute when twins x servers is small: the same values as on demand."""
+    import edgeverse.build as build
+
+    scn = city_scenario(36, 20, 90, side_m=6000.0, seed=2)
+    with_table = build_problem(scn, candidates=6)
+    monkeypatch.setattr(build, "NEED_TABLE_ENTRIES", 0)
+    on_demand = build_problem(scn, candidates=6)
+    k, b = with_table.twins.n, with_table.n_servers
+    r, c = np.repeat(np.arange(k), b), np.tile(np.arange(b), k)
+    a = with_table.twins.min_compute_hz[r, c]
+    assert np.array_equal(a, on_demand.twins.min_compute_hz[r, c], equal_nan=True)
+    assert np.isfinite(a).any() and np.isinf(a).any()

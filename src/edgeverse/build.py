@@ -244,7 +244,18 @@ def _sparse_twins(scenario, grid, links: CellLinks, positions, types, mu, zeta, 
         cand_need = np.zeros((0, links.k))
         need_lb = np.zeros((0, links.n_classes))
 
+    table = None
+    if 0 < k * B <= NEED_TABLE_ENTRIES:
+        # few twins x servers: every line-9 compute once (the same elementwise operations, so the same values)
+        table = np.empty((k, B))
+        step = max(1, (1 << 20) // B)
+        for a in range(0, k, step):
+            rows = np.repeat(np.arange(a, min(k, a + step)), B)
+            table[a:a + step] = need_fn(rows, np.tile(np.arange(B), rows.size // B)).reshape(-1, B)
+
     def need_lookup(r, c):
+        if table is not None:
+            return table[r, c]
         out = np.empty(r.shape)
         if r.size == 0:
             return out
@@ -263,6 +274,11 @@ def _sparse_twins(scenario, grid, links: CellLinks, positions, types, mu, zeta, 
         min_compute_hz=PairLookup((k, B), need_lookup, "twins.min_compute_hz"),
         cand_need_hz=cand_need, need_lb_hz=need_lb,
     )
+
+
+#: Sparse problems with at most this many twins x servers keep every twin's line-9 compute at every server
+#: (8 bytes each); larger ones compute the non-candidate entries on demand.
+NEED_TABLE_ENTRIES = 4_000_000
 
 
 def build_problem(scenario: Scenario, *, candidates: int | None = None) -> Problem:

@@ -448,7 +448,11 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
             tsrv = np.sort(np.concatenate([links.server[cells].astype(np.int64),
                                            np.broadcast_to(unsafe, (R, unsafe.size))], axis=1), axis=1)
             kk = tsrv.shape[1]
-            tcomm = links.comm_at(np.repeat(cells, kk), tsrv.ravel()).reshape(R, kk)
+            tab = _pt_comm_table(problem, ptc)
+            if tab is not None:
+                tcomm = np.ascontiguousarray(np.take_along_axis(tab, tsrv, axis=1))
+            else:
+                tcomm = links.comm_at(np.repeat(cells, kk), tsrv.ravel()).reshape(R, kk)
             row_of = np.repeat(np.arange(R), np.diff(ptc.off))
             tneed = tw.min_compute_hz[np.repeat(ptc.twins, kk), tsrv[row_of].ravel()].reshape(-1, kk)
     dh = np.empty(tsrv.shape, dtype=np.int64)
@@ -467,7 +471,8 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
         sub_off = np.r_[0, np.cumsum(ptc.off[fb + 1] - ptc.off[fb])].astype(np.int64)
         sub_tw = np.concatenate([ptc.twins[ptc.off[r]:ptc.off[r + 1]] for r in fb])
         ts = np.broadcast_to(np.arange(B, dtype=np.int64), (fb.size, B)).copy()
-        tc = np.ascontiguousarray(links.full_rows(cells[fb]))
+        tab = _pt_comm_table(problem, ptc)
+        tc = np.ascontiguousarray(tab[fb] if tab is not None else links.full_rows(cells[fb]))
         tn = np.ascontiguousarray(tw.min_compute_hz[np.repeat(sub_tw, B), np.tile(np.arange(B), sub_tw.size)]
                                   .reshape(sub_tw.size, B))
         dh2 = np.empty(ts.shape, dtype=np.int64)
@@ -478,6 +483,19 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
         for arr, val in zip((out.dh, out.dj, out.j, out.first_j, out.zero_dj, out.zero_j), red):
             arr[fb] = val
     return out
+
+
+#: Sparse problems with at most this many PT cells x servers keep the PT cells' comm cost at every server.
+PT_COMM_TABLE_ENTRIES = 4_000_000
+
+
+def _pt_comm_table(problem: Problem, ptc: _PTCells) -> np.ndarray | None:
+    """(R, B) comm cost of every PT cell at every server (the geometry, as ``full_rows``), once per problem."""
+    if ptc.size * problem.n_servers > PT_COMM_TABLE_ENTRIES:
+        return None
+    if "pt_comm" not in problem.cache:
+        problem.cache["pt_comm"] = problem.links.full_rows(ptc.cells)
+    return problem.cache["pt_comm"]
 
 
 def _unsafe_servers(problem: Problem, st: _State, ptc: _PTCells) -> np.ndarray:

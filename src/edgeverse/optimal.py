@@ -126,12 +126,14 @@ COARSE_CELLS_PER_SERVER = 32
 COARSE_OT_ENTRIES = 300_000
 #: Multilevel: single-move rounds on the intermediate levels (the finest runs to a local optimum).
 INTERMEDIATE_ROUNDS = 30
+#: Multilevel: single-move rounds on the coarsest level.
+COARSEST_ROUNDS = 200
 #: Multilevel: single-move rounds on the full grid at most (the certificate then tells how close it is).
 FINEST_ROUNDS = 60
 #: Multilevel: boundary passes per sweep of the polish on the full grid and on the coarser levels
 #: (see :func:`edgeverse.local_search.polish`).
 SWEEP_PASSES = 10
-COARSE_SWEEP_PASSES = 0
+COARSE_SWEEP_PASSES = 10
 #: Multilevel: hosting-increasing PT moves before the plain moves on the full grid.
 HOSTING_FIRST = True
 
@@ -328,7 +330,7 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
             cs = _prolong(chain[lvl + 1], p, cs)
         if polish_result or lvl > 0:
             t0 = time.perf_counter()
-            cap = FINEST_ROUNDS if lvl == 0 else (200 if lvl == len(chain) - 1 else INTERMEDIATE_ROUNDS)
+            cap = FINEST_ROUNDS if lvl == 0 else (COARSEST_ROUNDS if lvl == len(chain) - 1 else INTERMEDIATE_ROUNDS)
             cs, n_moves, hist = polish(p, cs, pt_batch=True, mode="sweep", max_rounds=cap,
                                        passes=SWEEP_PASSES if lvl == 0 else COARSE_SWEEP_PASSES,
                                        hosting_first=HOSTING_FIRST)
