@@ -243,7 +243,12 @@ def test_small_results_unchanged(method, both_paths):
     obj, cert, polished, moves = GOLDEN[method]
     sol = solve(p, method)
     assert sol.objective_ms == obj
-    assert sol.extra["certificate"] == cert
+    got = sol.extra["certificate"]
+    # the certificate is a derived number whose summation order depends on which cells are scanned
+    assert got["best_move"] == cert["best_move"]
+    assert got["hosting_gain_available"] == cert["hosting_gain_available"]
+    for key in ("max_single_move_decrease_ms", "max_single_move_decrease_rel"):
+        assert got[key] == pytest.approx(cert[key], rel=1e-12, abs=1e-15)
     cs, n_moves, hist = polish(p, sol.cell_server)
     assert hist[-1]["objective_ms"] == polished and n_moves == moves
 

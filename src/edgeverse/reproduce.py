@@ -44,6 +44,7 @@ import numpy as np
 from . import __version__
 from .errors import EdgeverseError
 from .methods import METHODS
+from .optimal import AUTO_RANDOM_STARTS_MAX_CELLS
 from .points import run_point
 from .scenario import get_preset, preset_names, set_by_path
 from .solution import atomic_write_text, rows_to_csv
@@ -557,7 +558,7 @@ def _claims_for(summary, rows, plan, preset, m) -> list[Claim]:
         if none_hosted:
             ev += " K has no effect here: no DT is hosted, so the twins take no compute"
             ev += "." if abs(gm) < 1e-9 and abs(gb) < 1e-9 else (
-                f" (the {_f(max(abs(gm), abs(gb)), 6)} ms left come from the search path, not from K).")
+                f" (the {max(abs(gm), abs(gb)):.2g} ms left come from the search path, not from K).")
         out.append(Claim("time grows less with K than SNR's", preset, m, v, ev))
     # 3. gap narrows as sigma grows
     f_m, f_b = _series(summary, preset, "fig4", m), _series(summary, preset, "fig4", BASELINE)
@@ -1355,14 +1356,16 @@ def _presets_text(summary, rows, plan, cal_table) -> str:
         seed_spread = {m: max((max(v) - min(v) for (mm, _, _), v in by_point.items() if mm == m), default=0.0)
                        for m in plan.methods}
         varying = {m: x for m, x in seed_spread.items() if x > 1e-9}
+        n_cells = math.prod(preset_config("paper", plan.grid_cells)["zone"]["cells"])
         if len(plan.seeds) < 2:
             spread_txt = "one seed per point, so no spread over seeds is measured"
         elif varying:
             same = [m for m in plan.methods if m not in varying]
             spread_txt = ((f"every seed gives the same number for {', '.join(same)} (zero-width CIs); " if same else "")
                           + "; ".join(f"{m} varies by up to {x:.2g} ms over the seeds" for m, x in varying.items())
-                          + (" (its search depends on the seed: the random starts it draws on small grids, and the "
-                             "separate phase in which its local search moves the cells holding PTs)"
+                          + (" (its search depends on the seed: its local search moves the cells holding PTs in a "
+                             "separate phase" + (", and it draws random starts on grids this small"
+                                                 if n_cells <= AUTO_RANDOM_STARTS_MAX_CELLS else "") + ")"
                              if set(varying) == {"optimal"} else ""))
         else:
             spread_txt = "every seed gives the same number (zero-width CIs)"
