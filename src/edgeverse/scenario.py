@@ -302,8 +302,11 @@ class ModelChoices(_Model):
 
 
 class Solver(_Model):
-    max_iter: Annotated[int, Field(ge=1)] = 100
-    rel_tol: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 1e-9
+    max_iter: Annotated[int, Field(ge=1)] = Field(
+        default=100, description="iteration cap of Algorithm 1 (method paper); paper-damped uses max(max_iter, 200) "
+        "and optimal max(max_iter, 100) unless the method option max_iter is given (e.g. paper-damped.max_iter=50)")
+    rel_tol: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        default=1e-9, description="relative tolerance of Algorithm 1's stopping test on the objective")
 
 
 class Geo(_Model):
