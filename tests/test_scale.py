@@ -32,6 +32,25 @@ def both_paths(request):
     kernels.use_numba(prev)
 
 
+def test_default_build_is_dense_while_small(monkeypatch):
+    """Default candidates: dense up to DENSE_MAX_ENTRIES cells x servers (and twins x servers), sparse above."""
+    import edgeverse.build as build
+
+    scn = city_scenario(36, 20, 90, side_m=6000.0, seed=2)
+    p = build_problem(scn)
+    assert not p.sparse and p.links.k == 20
+    monkeypatch.setattr(build, "DENSE_MAX_ENTRIES", 36 * 36 * 20 - 1)
+    q = build_problem(scn)
+    assert q.sparse and q.links.k == 16
+    monkeypatch.setattr(build, "DENSE_MAX_ENTRIES", 36 * 36 * 20)
+    assert not build_problem(scn).sparse
+    assert build_problem(scn.with_overrides({"twins.count": 36 * 36 + 1})).sparse  # twins x servers counts too
+    # both forms give the same answers
+    for m in ("snr", "paper", "paper-damped"):
+        a, b = METHODS[m](p), METHODS[m](q)
+        assert np.array_equal(a.cell_server, b.cell_server), m
+
+
 def test_sparse_build_is_the_dense_one_restricted(pair):
     dense, sparse = pair
     assert not dense.sparse and sparse.sparse and sparse.links.k == 6

@@ -134,6 +134,8 @@ FINEST_ROUNDS = 60
 #: (see :func:`edgeverse.local_search.polish`).
 SWEEP_PASSES = 10
 COARSE_SWEEP_PASSES = 10
+#: Multilevel: the OT descent on the masses on the coarsest level (when it is small and dense).
+COARSE_DESCENT = True
 #: Multilevel: hosting-increasing PT moves before the plain moves on the full grid.
 HOSTING_FIRST = True
 
@@ -319,7 +321,7 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
             best = (cs0, ev0, name)
     cs, ev, label = best
     status, message, total_it = CONVERGED, "", 0
-    if coarse.n_cells * coarse.n_servers <= COARSE_OT_ENTRIES and not coarse.sparse:
+    if COARSE_DESCENT and coarse.n_cells * coarse.n_servers <= COARSE_OT_ENTRIES and not coarse.sparse:
         cs, ev, status, message, it = _descend(coarse, cs, evaluate_partition(coarse, cs)[1], max_iter=max_iter,
                                                rel_tol=rel_tol, history=history, label=f"{label}, level {len(chain) - 1}")
         total_it += it
