@@ -342,3 +342,32 @@ def test_need_table_equals_on_demand(monkeypatch):
     a = with_table.twins.min_compute_hz[r, c]
     assert np.array_equal(a, on_demand.twins.min_compute_hz[r, c], equal_nan=True)
     assert np.isfinite(a).any() and np.isinf(a).any()
+
+
+def test_pt_moves_in_chunks_equal_one_pass(pair, monkeypatch, both_paths):
+    """PT moves evaluated in row chunks (bounded memory) equal one pass, bit for bit, on every path:
+    dense, sparse with servers out of spare compute, and the full-scan fallback (a collapsed partition
+    with every DT at one server sends every PT cell to it)."""
+    import edgeverse.local_search as ls
+    from edgeverse.local_search import _rows_twins, _unsafe_servers
+
+    dense, sparse = pair
+    rng = np.random.default_rng(5)
+    cases = [METHODS["voronoi"](dense).cell_server, rng.integers(0, 20, dense.n_cells), np.zeros(dense.n_cells, int)]
+    seen_unsafe = seen_fallback = False
+    for cs in cases:
+        for prob in (dense, sparse):
+            st = _state(prob, cs)
+            ptc = _pt_cells(prob)
+            one = _pt_best(prob, st, ptc, 0.0)
+            monkeypatch.setattr(ls, "CHUNK_ENTRIES", 64)  # 3 rows of 20 servers per chunk
+            many = _pt_best(prob, st, ptc, 0.0)
+            monkeypatch.setattr(ls, "CHUNK_ENTRIES", 1 << 20)
+            for f in ("dh", "dj", "j", "first_j", "zero_dj", "zero_j"):
+                assert np.array_equal(getattr(one, f), getattr(many, f)), f
+            assert one.fallback == many.fallback
+            if prob.sparse:
+                seen_unsafe |= _unsafe_servers(prob, st, ptc).size > 0
+                seen_fallback |= one.fallback > 0
+    assert seen_unsafe and seen_fallback
+    assert _rows_twins(np.array([0, 2, 3, 6]), np.array([2, 0])).tolist() == [3, 4, 5, 0, 1]

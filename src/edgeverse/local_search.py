@@ -35,7 +35,7 @@ import numpy as np
 from .build import Problem
 from .evaluate import admit, host_twins, region_masses, render_budget_hz
 from .kernels import best_moves, numba_active
-from .links import BOUND_SLACK
+from .links import BOUND_SLACK, CHUNK_ENTRIES
 
 
 @dataclass
@@ -407,6 +407,17 @@ def _reduce(dh, dj, tsrv):
             z[rows, zq], tsrv[rows, zq].astype(np.int64))
 
 
+def _rows_twins(off: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Positions (in ``ptc.twins``) of the DTs of PT-cell rows ``r``, row after row.
+
+    >>> _rows_twins(np.array([0, 2, 3, 6]), np.array([0, 2])).tolist()
+    [0, 1, 3, 4, 5]
+    """
+    lens = off[r + 1] - off[r]
+    starts = np.repeat(off[r] - np.r_[0, np.cumsum(lens)[:-1]], lens)
+    return starts + np.arange(int(lens.sum()))
+
+
 def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -> _PTBest:
     """The best move of every PT cell over every server (exact; candidates + bounds + scans)."""
     links = problem.links
@@ -432,35 +443,65 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
     twin_cell = tw.cell.astype(np.int64)
     common = (twin_cell, mo, mneed, mtw, io, itw, need_own, maxbuf, exact, mcum, budget, problem.compute_hz.astype(float), st.hosted.astype(np.int64),
               st.alpha, st.comm, st.t, float(problem.time_scale), int(problem.n_servers), float(problem.render_coeff))
+    hb = np.empty(R, dtype=np.int64)
+    tb = np.empty(R)
+    size = np.diff(ptc.off)
+
+    def run(r, tsrv, tcomm, tneed):
+        """Evaluate rows ``r`` of the PT cells at targets ``tsrv``; hb, tb written in place; reduced moves."""
+        sub_off = np.r_[0, np.cumsum(size[r])].astype(np.int64)
+        sub_tw = ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
+        dh = np.empty(tsrv.shape, dtype=np.int64)
+        dj = np.empty(tsrv.shape)
+        hb_r = np.empty(r.size, dtype=np.int64)
+        tb_r = np.empty(r.size)
+        _pt_run(own[r], m_r[r], c_r[r], cells[r], sub_off, sub_tw, tsrv, np.ascontiguousarray(tcomm),
+                np.ascontiguousarray(tneed), *common, dh, dj, hb_r, tb_r)
+        hb[r], tb[r] = hb_r, tb_r
+        return _reduce(dh, dj, tsrv)
+
+    def chunks(width):
+        """Row chunks of the PT cells with at most CHUNK_ENTRIES (cells or DTs) x ``width`` entries each."""
+        cap = max(1, CHUNK_ENTRIES // max(1, width))
+        a = 0
+        while a < R:
+            b = a + max(1, int(np.searchsorted(np.cumsum(size[a:a + cap]), cap, side="right")))
+            yield np.arange(a, min(b, R))
+            a = b
+
+    out = _PTBest(*(np.empty(R, dtype=dt) for dt in (np.int64, float, np.int64, np.int64, float, np.int64)))
+
+    def put(r, red):
+        for arr, val in zip((out.dh, out.dj, out.j, out.first_j, out.zero_dj, out.zero_j), red):
+            arr[r] = val
+
     if links.dense:
         B = problem.n_servers
-        tsrv = np.broadcast_to(np.arange(B, dtype=np.int64), (R, B)).copy()
-        tcomm = np.ascontiguousarray(links.comm[cells])
-        tneed = np.ascontiguousarray(np.asarray(tw.min_compute_hz)[ptc.twins])
+        full = np.asarray(tw.min_compute_hz)
+        for r in chunks(B):
+            tsrv = np.broadcast_to(np.arange(B, dtype=np.int64), (r.size, B)).copy()
+            tw_r = ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
+            put(r, run(r, tsrv, links.comm[cells[r]], full[tw_r]))
     else:
         unsafe = _unsafe_servers(problem, st, ptc)
         if unsafe.size == 0:
-            tsrv = links.server[cells].astype(np.int64)
-            tcomm = np.ascontiguousarray(links.comm[cells])
-            tneed = np.ascontiguousarray(tw.cand_need_hz[ptc.twins])
+            r = np.arange(R)
+            put(r, run(r, links.server[cells].astype(np.int64), links.comm[cells], tw.cand_need_hz[ptc.twins]))
         else:
             # servers nearly out of compute are targets of every PT cell (the bounds assume spare compute)
-            tsrv = np.sort(np.concatenate([links.server[cells].astype(np.int64),
-                                           np.broadcast_to(unsafe, (R, unsafe.size))], axis=1), axis=1)
-            kk = tsrv.shape[1]
             tab = _pt_comm_table(problem, ptc)
-            if tab is not None:
-                tcomm = np.ascontiguousarray(np.take_along_axis(tab, tsrv, axis=1))
-            else:
-                tcomm = links.comm_at(np.repeat(cells, kk), tsrv.ravel()).reshape(R, kk)
-            row_of = np.repeat(np.arange(R), np.diff(ptc.off))
-            tneed = tw.min_compute_hz[np.repeat(ptc.twins, kk), tsrv[row_of].ravel()].reshape(-1, kk)
-    dh = np.empty(tsrv.shape, dtype=np.int64)
-    dj = np.empty(tsrv.shape)
-    hb = np.empty(R, dtype=np.int64)
-    tb = np.empty(R)
-    _pt_run(own, m_r, c_r, cells, ptc.off, ptc.twins, tsrv, tcomm, tneed, *common, dh, dj, hb, tb)
-    out = _PTBest(*_reduce(dh, dj, tsrv))
+            for r in chunks(links.k + unsafe.size):
+                tsrv = np.sort(np.concatenate([links.server[cells[r]].astype(np.int64),
+                                               np.broadcast_to(unsafe, (r.size, unsafe.size))], axis=1), axis=1)
+                kk = tsrv.shape[1]
+                if tab is not None:
+                    tcomm = np.take_along_axis(tab[r], tsrv, axis=1)
+                else:
+                    tcomm = links.comm_at(np.repeat(cells[r], kk), tsrv.ravel()).reshape(r.size, kk)
+                row_of = np.repeat(np.arange(r.size), size[r])
+                tw_r = ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
+                tneed = tw.min_compute_hz[np.repeat(tw_r, kk), tsrv[row_of].ravel()].reshape(-1, kk)
+                put(r, run(r, tsrv, tcomm, tneed))
     if links.dense:
         return out
     # ---- non-candidate targets: bounds, else a full scan of the cell
@@ -468,20 +509,20 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
     out.fallback = int(fb.size)
     if fb.size:
         B = problem.n_servers
-        sub_off = np.r_[0, np.cumsum(ptc.off[fb + 1] - ptc.off[fb])].astype(np.int64)
-        sub_tw = np.concatenate([ptc.twins[ptc.off[r]:ptc.off[r + 1]] for r in fb])
-        ts = np.broadcast_to(np.arange(B, dtype=np.int64), (fb.size, B)).copy()
         tab = _pt_comm_table(problem, ptc)
-        tc = np.ascontiguousarray(tab[fb] if tab is not None else links.full_rows(cells[fb]))
-        tn = np.ascontiguousarray(tw.min_compute_hz[np.repeat(sub_tw, B), np.tile(np.arange(B), sub_tw.size)]
-                                  .reshape(sub_tw.size, B))
-        dh2 = np.empty(ts.shape, dtype=np.int64)
-        dj2 = np.empty(ts.shape)
-        _pt_run(own[fb], m_r[fb], c_r[fb], cells[fb], sub_off, sub_tw, ts, tc, tn, *common, dh2, dj2,
-                np.empty(fb.size, dtype=np.int64), np.empty(fb.size))
-        red = _reduce(dh2, dj2, ts)
-        for arr, val in zip((out.dh, out.dj, out.j, out.first_j, out.zero_dj, out.zero_j), red):
-            arr[fb] = val
+        hb_keep, tb_keep = hb.copy(), tb.copy()
+        cap = max(1, CHUNK_ENTRIES // B)
+        a = 0
+        while a < fb.size:  # chunks of at most CHUNK_ENTRIES (cells or DTs) x servers
+            b = a + max(1, int(np.searchsorted(np.cumsum(size[fb[a:a + cap]]), cap, side="right")))
+            r = fb[a:b]
+            ts = np.broadcast_to(np.arange(B, dtype=np.int64), (r.size, B)).copy()
+            tc = tab[r] if tab is not None else links.full_rows(cells[r])
+            tw_r = ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
+            tn = tw.min_compute_hz[np.repeat(tw_r, B), np.tile(np.arange(B), tw_r.size)].reshape(tw_r.size, B)
+            put(r, run(r, ts, tc, tn))
+            a = b
+        hb[:], tb[:] = hb_keep, tb_keep
     return out
 
 
