@@ -119,7 +119,8 @@ def test_map14_fallback_triggers_and_stays_exact(pair, both_paths):
 def test_single_moves_sparse_equal_dense(pair, both_paths):
     dense, sparse = pair
     rng = np.random.default_rng(1)
-    for cs in (METHODS["snr"](dense).cell_server, rng.integers(0, 20, dense.n_cells)):
+    fallbacks = 0
+    for cs in (METHODS["snr"](dense).cell_server, rng.integers(0, 20, dense.n_cells), np.zeros(dense.n_cells, int)):
         std, sts = _state(dense, cs), _state(sparse, cs)
         assert std.objective == sts.objective
         ptc = _pt_cells(dense)
@@ -142,6 +143,7 @@ def test_single_moves_sparse_equal_dense(pair, both_paths):
         best = np.where(dh == dh.max(axis=1)[:, None], dj, np.inf).min(axis=1)
         for prob, st in ((dense, std), (sparse, sts)):
             pt = _pt_best(prob, st, _pt_cells(prob), 0.0)
+            fallbacks += pt.fallback
             assert np.array_equal(pt.dh, dh.max(axis=1))
             if prob is dense:
                 assert np.array_equal(pt.zero_dj, zero) and np.array_equal(pt.dj, best)
@@ -151,6 +153,7 @@ def test_single_moves_sparse_equal_dense(pair, both_paths):
                 sel = (dh.max(axis=1) > 0) | ((dh.max(axis=1) == 0) & (best < 0))  # moves losing DTs are never used
                 assert np.array_equal(pt.dj[sel], best[sel])
         assert certificate(dense, cs) == certificate(sparse, cs)
+    assert fallbacks > 0  # the pruned full scans of the PT cells were exercised
 
 
 def test_polish_sparse_equal_dense_and_reference(pair, both_paths):
@@ -209,7 +212,7 @@ def test_envelope_is_a_lower_bound():
         assert np.allclose(lo[fin], true[fin], rtol=1e-7, atol=1e-6)
 
 
-def test_optimal_multilevel_small(pair):
+def test_optimal_multilevel_small(pair, monkeypatch):
     dense, sparse = pair
     sol = solve(sparse, "optimal", strategy="multilevel")
     assert sol.extra["strategy"] == "multilevel"
@@ -218,6 +221,13 @@ def test_optimal_multilevel_small(pair):
         assert (sol.n_hosted, -sol.objective_ms) >= (other.n_hosted, -other.objective_ms * (1 + 1e-12))
     cert = sol.extra["certificate"]
     assert cert == certificate(dense, sol.cell_server).to_dict()
+    # a coarse level has the same DTs and reads the full problem's DT lookups (the same values)
+    import edgeverse.optimal as opt
+
+    monkeypatch.setattr(opt, "COARSE_OT_ENTRIES", 0)  # the coarse level stays sparse
+    coarse = opt._coarsen(sparse, 2)
+    assert coarse.n_cells == 18 * 18 and coarse.sparse and coarse.twins.min_compute_hz is sparse.twins.min_compute_hz
+    assert np.isclose(coarse.cell_mass.sum(), 1.0) and np.array_equal(coarse.twins.positions_m, sparse.twins.positions_m)
 
 
 def test_pt_moves_prefix_sum_mode_matches_walks(pair, monkeypatch):
@@ -342,6 +352,16 @@ def test_need_table_equals_on_demand(monkeypatch):
     a = with_table.twins.min_compute_hz[r, c]
     assert np.array_equal(a, on_demand.twins.min_compute_hz[r, c], equal_nan=True)
     assert np.isfinite(a).any() and np.isinf(a).any()
+    # the table built on demand (many non-candidate lookups) holds the same values
+    monkeypatch.setattr(build, "NEED_TABLE_LAZY_ENTRIES", 0)
+    never = build_problem(scn, candidates=6)
+    monkeypatch.setattr(build, "NEED_TABLE_LAZY_ENTRIES", 10**9)
+    lazy = build_problem(scn, candidates=6)
+    few = np.array([0]), np.array([int(np.setdiff1d(np.arange(b), lazy.links.server[lazy.twins.cell[0]])[0])])
+    assert np.array_equal(lazy.twins.min_compute_hz[few], never.twins.min_compute_hz[few], equal_nan=True)
+    assert np.array_equal(lazy.twins.min_compute_hz[r, c], a, equal_nan=True)   # builds the table
+    assert np.array_equal(lazy.twins.min_compute_hz[r[::7], c[::7]], a[::7], equal_nan=True)  # reads it
+    assert np.array_equal(never.twins.min_compute_hz[r, c], a, equal_nan=True)
 
 
 def test_pt_moves_in_chunks_equal_one_pass(pair, monkeypatch, both_paths):

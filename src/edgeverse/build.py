@@ -244,16 +244,19 @@ def _sparse_twins(scenario, grid, links: CellLinks, positions, types, mu, zeta, 
         cand_need = np.zeros((0, links.k))
         need_lb = np.zeros((0, links.n_classes))
 
-    table = None
-    if 0 < k * B <= NEED_TABLE_ENTRIES:
-        # few twins x servers: every line-9 compute once (the same elementwise operations, so the same values)
-        table = np.empty((k, B))
+    def full_table():
+        # every line-9 compute once (the same elementwise operations, so the same values), in chunks
+        tab = np.empty((k, B))
         step = max(1, (1 << 20) // B)
         for a in range(0, k, step):
             rows = np.repeat(np.arange(a, min(k, a + step)), B)
-            table[a:a + step] = need_fn(rows, np.tile(np.arange(B), rows.size // B)).reshape(-1, B)
+            tab[a:a + step] = need_fn(rows, np.tile(np.arange(B), rows.size // B)).reshape(-1, B)
+        return tab
+
+    store = {"table": full_table() if 0 < k * B <= NEED_TABLE_ENTRIES else None}
 
     def need_lookup(r, c):
+        table = store["table"]
         if table is not None:
             return table[r, c]
         out = np.empty(r.shape)
@@ -263,7 +266,12 @@ def _sparse_twins(scenario, grid, links: CellLinks, positions, types, mu, zeta, 
         ok = pos >= 0
         out[ok] = cand_need[r[ok], pos[ok]]
         if not ok.all():
-            out[~ok] = need_fn(r[~ok], c[~ok])
+            if 0 < k * B <= NEED_TABLE_LAZY_ENTRIES and (~ok).sum() >= NEED_TABLE_LAZY_TRIGGER * k:
+                # many non-candidate lookups (the PT moves' full scans): keep every value from now on
+                store["table"] = full_table()
+                out[~ok] = store["table"][r[~ok], c[~ok]]
+            else:
+                out[~ok] = need_fn(r[~ok], c[~ok])
         return out
 
     return Twins(
@@ -277,8 +285,13 @@ def _sparse_twins(scenario, grid, links: CellLinks, positions, types, mu, zeta, 
 
 
 #: Sparse problems with at most this many twins x servers keep every twin's line-9 compute at every server
-#: (8 bytes each); larger ones compute the non-candidate entries on demand.
+#: (8 bytes each) from the build; larger ones compute the non-candidate entries on demand ...
 NEED_TABLE_ENTRIES = 4_000_000
+#: ... until one lookup asks for at least NEED_TABLE_LAZY_TRIGGER x K non-candidate entries (the full
+#: scans of the PT moves, repeated every round of the polish): up to this many twins x servers (512 MB),
+#: the whole table is then computed once and kept (the same values).
+NEED_TABLE_LAZY_ENTRIES = 64_000_000
+NEED_TABLE_LAZY_TRIGGER = 0.05
 
 
 #: ``build_problem``'s default: dense (cells x servers) arrays up to this many entries.

@@ -154,6 +154,14 @@ argmin_affine.last_fallback = 0
 
 
 # =========================================================================== best single moves
+def render_floor(render: np.ndarray) -> float:
+    """The least finite rendering cost per unit of mass over the servers (0 if none): a floor of ``r_j``
+    for any target, used in the bounds of single moves."""
+    r = np.asarray(render, dtype=float)
+    fin = r[np.isfinite(r)]
+    return max(0.0, float(fin.min())) * (1.0 - BOUND_SLACK) if fin.size else 0.0
+
+
 def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s: float, skip: np.ndarray,
                cutoff: float, *, global_min: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every cell's best single move ``(target, change, comm cost at target)`` over all servers.
@@ -194,6 +202,9 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
         ta = tx = np.full(1, -np.inf)
         tile_of = np.zeros(1, dtype=np.int32)
     tmax = float(np.max(np.abs(t_b[np.isfinite(t_b)]))) if np.isfinite(t_b).any() else 0.0
+    # the m^2 term of t_add is s m^2 (c_ij + r_j) >= s m^2 (x + rmin): the least rendering cost per unit of
+    # mass over all servers tightens the bound for heavy cells (coarse grids)
+    rmin = render_floor(render)
     if _USE["numba"]:
         if sparse:
             pa, pd, px, ol, ox, neg = _pack(envs)
@@ -206,7 +217,7 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
             lb = np.zeros((1, 1))
             S = np.zeros((1, 1), np.int32)
         _nb_best_moves(S, sparse, links.comm, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, skip, cutoff,
-                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, low_all, BOUND_SLACK,
+                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, low_all, BOUND_SLACK, rmin,
                        bool(np.isfinite(t_b).all() and np.isfinite(render).all() and np.isfinite(comm_b).all()
                             and np.isfinite(c_own).all() and np.isfinite(alpha).all()))
     else:
@@ -237,11 +248,11 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
                 with np.errstate(invalid="ignore", over="ignore"):
                     for c, e in enumerate(envs):
                         x = lbr[:, c]
-                        val = s * m * e.lower(x) + s * m * m * x
+                        val = s * m * e.lower(x) + s * m * m * (x + rmin)
                         lo = np.minimum(lo, val)
                     if links.tile_of is not None:
                         tt = links.tile_of[a:b]
-                        lo = np.maximum(lo, m * ta[tt] + m * m * tx[tt])
+                        lo = np.maximum(lo, m * ta[tt] + m * m * (tx[tt] + s * rmin))
                     low = (t_rem + lo) / nb
                     margin = BOUND_SLACK * (np.abs(t_rem) + np.abs(lo) + tmax) / nb
                 low = low - margin
@@ -345,7 +356,7 @@ if HAVE_NUMBA:  # pragma: no branch
 
     @_jit
     def _nb_best_moves(S, sparse, C, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, skip, cutoff,
-                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, low_out, slack, lean):
+                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, low_out, slack, rmin, lean):
         n, k = C.shape
         ncls = lb.shape[1]
         for i in _nb.prange(n):
@@ -396,12 +407,12 @@ if HAVE_NUMBA:  # pragma: no branch
                 for c in range(ncls):
                     x = lb[i, c]
                     e = _env_lower(c, x, pa, pd, px, ol, ox, neg, slack)
-                    val = s * m * e + s * m * m * x
+                    val = s * m * e + s * m * m * (x + rmin)
                     if val < lo:
                         lo = val
                 if ta.shape[0] > 1 or tile_of.shape[0] > 1:
                     t = tile_of[i]
-                    val = m * ta[t] + m * m * tx[t]
+                    val = m * ta[t] + m * m * (tx[t] + s * rmin)
                     if val > lo:
                         lo = val
                 low = (t_rem + lo) / nb

@@ -34,7 +34,7 @@ import numpy as np
 
 from .build import Problem
 from .evaluate import admit, host_twins, region_masses, render_budget_hz
-from .kernels import best_moves, numba_active
+from .kernels import best_moves, numba_active, render_floor
 from .links import BOUND_SLACK, CHUNK_ENTRIES
 
 
@@ -511,23 +511,49 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
         B = problem.n_servers
         tab = _pt_comm_table(problem, ptc)
         hb_keep, tb_keep = hb.copy(), tb.copy()
+        target = np.minimum(out.zero_dj, cutoff)
+        cand_dh = out.dh.copy()
+        sc, nb = float(problem.time_scale), problem.n_servers
+        tmax = float(np.max(np.abs(st.t[np.isfinite(st.t)]))) if np.isfinite(st.t).any() else 0.0
         cap = max(1, CHUNK_ENTRIES // B)
         a = 0
         while a < fb.size:  # chunks of at most CHUNK_ENTRIES (cells or DTs) x servers
             b = a + max(1, int(np.searchsorted(np.cumsum(size[fb[a:a + cap]]), cap, side="right")))
             r = fb[a:b]
-            ts = np.broadcast_to(np.arange(B, dtype=np.int64), (r.size, B)).copy()
             tc = tab[r] if tab is not None else links.full_rows(cells[r])
             tw_r = ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
             tn = tw.min_compute_hz[np.repeat(tw_r, B), np.tile(np.arange(B), tw_r.size)].reshape(tw_r.size, B)
-            put(r, run(r, ts, tc, tn))
+            # the exact kernel runs only on the servers a bound does not rule out: at a safe server j the
+            # cell's DTs displace nobody (hosting there rises by at most its DTs with a finite need at j) and
+            # psi_j can only fall, so the plain move's change is a lower bound of the PT move's
+            sub_off = np.r_[0, np.cumsum(size[r])].astype(np.int64)
+            n_fin = np.add.reduceat(np.isfinite(tn).astype(np.int64), sub_off[:-1], axis=0)
+            dh_ub = (hb_keep[r] - st.hosted[own[r]])[:, None] + n_fin
+            m = m_r[r][:, None]
+            t_rem = (tb_keep[r] - st.t[own[r]])[:, None]
+            a_j = st.alpha[None, :] + m
+            with np.errstate(invalid="ignore", over="ignore"):
+                t_add = sc * a_j * (st.comm[None, :] + m * tc + a_j * st.render[None, :]) - st.t[None, :]
+                low = (t_rem + t_add) / nb
+                low = low - BOUND_SLACK * (np.abs(t_rem) + np.abs(t_add) + tmax) / nb
+            cd = cand_dh[r][:, None]
+            keep = (dh_ub > cd) | ((dh_ub == cd) & (cd > 0)) | ((dh_ub >= 0) & ~(low > target[r][:, None]))
+            keep[:, unsafe] = True  # evaluated exactly, as in the first pass
+            keep[np.arange(r.size)[:, None], links.server[cells[r]]] = True
+            width = keep.sum(axis=1)
+            W = max(1, int(width.max()))
+            ts = np.argsort(~keep, axis=1, kind="stable")[:, :W].astype(np.int64)  # kept servers, ascending
+            ts = np.where(np.arange(W)[None, :] < width[:, None], ts, own[r][:, None])  # pad: no move
+            row_of = np.repeat(np.arange(r.size), size[r])
+            put(r, run(r, ts, np.take_along_axis(tc, ts, axis=1), np.take_along_axis(tn, ts[row_of], axis=1)))
             a = b
         hb[:], tb[:] = hb_keep, tb_keep
     return out
 
 
-#: Sparse problems with at most this many PT cells x servers keep the PT cells' comm cost at every server.
-PT_COMM_TABLE_ENTRIES = 4_000_000
+#: Sparse problems with at most this many PT cells x servers keep the PT cells' comm cost at every server
+#: (512 MB at most; the full scans of the PT moves read it every round instead of the geometry).
+PT_COMM_TABLE_ENTRIES = 64_000_000
 
 
 def _pt_comm_table(problem: Problem, ptc: _PTCells) -> np.ndarray | None:
@@ -535,7 +561,12 @@ def _pt_comm_table(problem: Problem, ptc: _PTCells) -> np.ndarray | None:
     if ptc.size * problem.n_servers > PT_COMM_TABLE_ENTRIES:
         return None
     if "pt_comm" not in problem.cache:
-        problem.cache["pt_comm"] = problem.links.full_rows(ptc.cells)
+        B = problem.n_servers
+        tab = np.empty((ptc.size, B))
+        step = max(1, CHUNK_ENTRIES // B)
+        for a in range(0, ptc.size, step):
+            tab[a:a + step] = problem.links.full_rows(ptc.cells[a:a + step])
+        problem.cache["pt_comm"] = tab
     return problem.cache["pt_comm"]
 
 
@@ -577,17 +608,18 @@ def _pt_needs_scan(problem: Problem, st: _State, ptc: _PTCells, cand: _PTBest, c
     with np.errstate(invalid="ignore"):
         icpt = st.comm + 2.0 * st.alpha * st.render
     envs = links.envelopes(st.alpha, icpt)
+    rmin = render_floor(st.render)  # s m^2 (c_ij + r_j) >= s m^2 (x + rmin); psi_j can only fall at safe targets
     lbr = links.lb[cells]
     lo = np.full(R, np.inf)
     with np.errstate(invalid="ignore", over="ignore"):
         for c, e in enumerate(envs):
             x = lbr[:, c]
-            lo = np.minimum(lo, s * m * e.lower(x) + s * m * m * x)
+            lo = np.minimum(lo, s * m * e.lower(x) + s * m * m * (x + rmin))
         ta = links.tile_lower(st.alpha, icpt)
         if ta is not None:
             tx = links.tile_lower(np.ones_like(st.alpha), np.zeros_like(st.alpha))
             tt = links.tile_of[cells]
-            lo = np.maximum(lo, s * m * ta[tt] + s * m * m * tx[tt])
+            lo = np.maximum(lo, s * m * ta[tt] + s * m * m * (tx[tt] + rmin))
         t_rem = tb - st.t[own]
         low = (t_rem + lo) / nb
         tmax = float(np.max(np.abs(st.t[np.isfinite(st.t)]))) if np.isfinite(st.t).any() else 0.0

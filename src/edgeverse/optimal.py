@@ -263,7 +263,14 @@ def _coarsen(problem: Problem, factor: int) -> Problem | None:
         b = min(problem.n_cells, a + CHUNK_ENTRIES)
         idx = cp.grid.cell_of(problem.grid.centers_m(slice(a, b)))
         mass += np.bincount(idx, weights=problem.cell_mass[a:b], minlength=cp.n_cells)
-    return dataclasses.replace(cp, cell_mass=mass / mass.sum(), cache={})
+    tw, ftw = cp.twins, problem.twins
+    if cp.sparse and problem.sparse and tw.n == ftw.n and np.array_equal(tw.positions_m, ftw.positions_m) \
+            and np.array_equal(tw.type_index, ftw.type_index):
+        # the same DTs: their links depend on the DT and the server, not on the grid, so the coarse level
+        # reads the full problem's lookups (and the line-9 table they may keep) instead of its own
+        tw = dataclasses.replace(tw, rate_bps=ftw.rate_bps, upload_time_s=ftw.upload_time_s,
+                                 min_compute_hz=ftw.min_compute_hz)
+    return dataclasses.replace(cp, cell_mass=mass / mass.sum(), cache={}, twins=tw)
 
 
 def _level_chain(problem: Problem) -> list[Problem]:
@@ -338,6 +345,8 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
                                        hosting_first=HOSTING_FIRST)
             n_moves_total += n_moves
             total_it += len(hist) - 1
+            if lvl > 0:
+                p.cache.pop("pt_comm", None)  # a coarse level's PT table is not needed again
             history.append({"iteration": len(history), "phase": f"polish (level {lvl})",
                             "objective_ms": hist[-1]["objective_ms"], "n_hosted": hist[-1]["n_hosted"],
                             "moves": n_moves, "rounds": len(hist) - 1, "cells": p.n_cells,
