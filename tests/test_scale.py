@@ -228,6 +228,11 @@ def test_optimal_multilevel_small(pair, monkeypatch):
     coarse = opt._coarsen(sparse, 2)
     assert coarse.n_cells == 18 * 18 and coarse.sparse and coarse.twins.min_compute_hz is sparse.twins.min_compute_hz
     assert np.isclose(coarse.cell_mass.sum(), 1.0) and np.array_equal(coarse.twins.positions_m, sparse.twins.positions_m)
+    # its static answers are kept from the build (no dense fallback scan of cells x servers)
+    assert {"best_snr", "nearest"} <= set(coarse.cache)
+    ref = build_problem(coarse.scenario, candidates=20)
+    assert np.array_equal(coarse.best_snr_server(), ref.best_snr_server())
+    assert np.array_equal(coarse.nearest_server(), ref.nearest_server())
 
 
 def test_pt_moves_prefix_sum_mode_matches_walks(pair, monkeypatch):

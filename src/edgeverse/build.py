@@ -279,7 +279,8 @@ def _sparse_twins(scenario, grid, links: CellLinks, positions, types, mu, zeta, 
         data_size_bits=d_bits, bandwidth_hz=w_hz, complexity_cycles_per_bit=gamma,
         rate_bps=PairLookup((k, B), rate_fn, "twins.rate_bps"),
         upload_time_s=PairLookup((k, B), upload_fn, "twins.upload_time_s"),
-        min_compute_hz=PairLookup((k, B), need_lookup, "twins.min_compute_hz"),
+        min_compute_hz=PairLookup((k, B), need_lookup, "twins.min_compute_hz",
+                                  rows_fn=lambda r: store["table"][r] if store["table"] is not None else None),
         cand_need_hz=cand_need, need_lb_hz=need_lb,
     )
 

@@ -358,9 +358,10 @@ class PairLookup:
     ``min_compute_hz``; ``np.asarray`` materialises it (small problems only).
     """
 
-    def __init__(self, shape, fn, name: str):
+    def __init__(self, shape, fn, name: str, rows_fn=None):
         self.shape = tuple(int(s) for s in shape)
         self._fn = fn
+        self._rows_fn = rows_fn
         self.name = name
         self.ndim = 2
         self.dtype = np.dtype(float)
@@ -375,6 +376,16 @@ class PairLookup:
             r, c = np.meshgrid(r, c, indexing="ij")
         r, c = np.broadcast_arrays(np.asarray(r), np.asarray(c))
         return self._fn(r.reshape(-1), c.reshape(-1)).reshape(r.shape)
+
+    def rows(self, r: np.ndarray) -> np.ndarray:
+        """Whole rows ``x[r, :]`` (len(r), B): from a kept table when there is one (``rows_fn``)."""
+        r = np.asarray(r, dtype=np.int64)
+        if self._rows_fn is not None:
+            out = self._rows_fn(r)
+            if out is not None:
+                return out
+        B = self.shape[1]
+        return self._fn(np.repeat(r, B), np.tile(np.arange(B), r.size)).reshape(r.size, B)
 
     def __array__(self, dtype=None, copy=None):
         n = self.shape[0] * self.shape[1]

@@ -522,7 +522,8 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
             r = fb[a:b]
             tc = tab[r] if tab is not None else links.full_rows(cells[r])
             tw_r = ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
-            tn = tw.min_compute_hz[np.repeat(tw_r, B), np.tile(np.arange(B), tw_r.size)].reshape(tw_r.size, B)
+            tn = tw.min_compute_hz.rows(tw_r) if hasattr(tw.min_compute_hz, "rows") \
+                else np.asarray(tw.min_compute_hz)[tw_r]
             # the exact kernel runs only on the servers a bound does not rule out: at a safe server j the
             # cell's DTs displace nobody (hosting there rises by at most its DTs with a finite need at j) and
             # psi_j can only fall, so the plain move's change is a lower bound of the PT move's
@@ -540,10 +541,11 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
             keep = (dh_ub > cd) | ((dh_ub == cd) & (cd > 0)) | ((dh_ub >= 0) & ~(low > target[r][:, None]))
             keep[:, unsafe] = True  # evaluated exactly, as in the first pass
             keep[np.arange(r.size)[:, None], links.server[cells[r]]] = True
-            width = keep.sum(axis=1)
+            kr, kc = np.nonzero(keep)  # row-major: each row's kept servers in ascending order
+            width = np.bincount(kr, minlength=r.size)
             W = max(1, int(width.max()))
-            ts = np.argsort(~keep, axis=1, kind="stable")[:, :W].astype(np.int64)  # kept servers, ascending
-            ts = np.where(np.arange(W)[None, :] < width[:, None], ts, own[r][:, None])  # pad: no move
+            ts = np.repeat(own[r][:, None], W, axis=1)  # padding: the own server (no move)
+            ts[kr, np.arange(kr.size) - np.repeat(np.cumsum(width) - width, width)] = kc
             row_of = np.repeat(np.arange(r.size), size[r])
             put(r, run(r, ts, np.take_along_axis(tc, ts, axis=1), np.take_along_axis(tn, ts[row_of], axis=1)))
             a = b
