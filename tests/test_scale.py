@@ -388,9 +388,19 @@ def test_pt_moves_in_chunks_equal_one_pass(pair, monkeypatch, both_paths):
             monkeypatch.setattr(ls, "CHUNK_ENTRIES", 64)  # 3 rows of 20 servers per chunk
             many = _pt_best(prob, st, ptc, 0.0)
             monkeypatch.setattr(ls, "CHUNK_ENTRIES", 1 << 20)
-            for f in ("dh", "dj", "j", "first_j", "zero_dj", "zero_j"):
-                assert np.array_equal(getattr(one, f), getattr(many, f)), f
-            assert one.fallback == many.fallback
+            # the PT cells' comm table: never kept, or kept only once the scans have asked for R rows
+            variants = []
+            for entries, eager in ((0, 0), (10**9, 0)):
+                prob.cache.pop("pt_comm", None), prob.cache.pop("pt_comm_asked", None)
+                monkeypatch.setattr(ls, "PT_COMM_TABLE_ENTRIES", entries)
+                monkeypatch.setattr(ls, "PT_COMM_TABLE_EAGER_ENTRIES", eager)
+                variants += [_pt_best(prob, st, ptc, 0.0) for _ in range(3)]
+            monkeypatch.undo()
+            prob.cache.pop("pt_comm", None), prob.cache.pop("pt_comm_asked", None)
+            for other in [many] + variants:
+                for f in ("dh", "dj", "j", "first_j", "zero_dj", "zero_j"):
+                    assert np.array_equal(getattr(one, f), getattr(other, f)), f
+                assert one.fallback == other.fallback
             if prob.sparse:
                 seen_unsafe |= _unsafe_servers(prob, st, ptc).size > 0
                 seen_fallback |= one.fallback > 0

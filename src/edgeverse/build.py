@@ -266,8 +266,10 @@ def _sparse_twins(scenario, grid, links: CellLinks, positions, types, mu, zeta, 
         ok = pos >= 0
         out[ok] = cand_need[r[ok], pos[ok]]
         if not ok.all():
-            if 0 < k * B <= NEED_TABLE_LAZY_ENTRIES and (~ok).sum() >= NEED_TABLE_LAZY_TRIGGER * k:
-                # many non-candidate lookups (the PT moves' full scans): keep every value from now on
+            store["asked"] = store.get("asked", 0) + int((~ok).sum())
+            if 0 < k * B <= NEED_TABLE_LAZY_ENTRIES and store["asked"] >= NEED_TABLE_LAZY_TRIGGER * k * B:
+                # the non-candidate lookups (the PT moves' full scans, every round of a polish) have asked
+                # for as many entries as the table holds: keep every value from now on
                 store["table"] = full_table()
                 out[~ok] = store["table"][r[~ok], c[~ok]]
             else:
@@ -288,11 +290,11 @@ def _sparse_twins(scenario, grid, links: CellLinks, positions, types, mu, zeta, 
 #: Sparse problems with at most this many twins x servers keep every twin's line-9 compute at every server
 #: (8 bytes each) from the build; larger ones compute the non-candidate entries on demand ...
 NEED_TABLE_ENTRIES = 4_000_000
-#: ... until one lookup asks for at least NEED_TABLE_LAZY_TRIGGER x K non-candidate entries (the full
-#: scans of the PT moves, repeated every round of the polish): up to this many twins x servers (512 MB),
-#: the whole table is then computed once and kept (the same values).
+#: ... until the lookups have asked for NEED_TABLE_LAZY_TRIGGER x K x B non-candidate entries in all (the
+#: full scans of the PT moves, repeated every round of a polish; a single certificate asks for fewer): up
+#: to this many twins x servers (512 MB), the whole table is then computed once and kept (the same values).
 NEED_TABLE_LAZY_ENTRIES = 64_000_000
-NEED_TABLE_LAZY_TRIGGER = 0.05
+NEED_TABLE_LAZY_TRIGGER = 1.0
 
 
 #: ``build_problem``'s default: dense (cells x servers) arrays up to this many entries.

@@ -489,7 +489,7 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
             put(r, run(r, links.server[cells].astype(np.int64), links.comm[cells], tw.cand_need_hz[ptc.twins]))
         else:
             # servers nearly out of compute are targets of every PT cell (the bounds assume spare compute)
-            tab = _pt_comm_table(problem, ptc)
+            tab = _pt_comm_table(problem, ptc, R * unsafe.size // max(1, problem.n_servers))
             for r in chunks(links.k + unsafe.size):
                 tsrv = np.sort(np.concatenate([links.server[cells[r]].astype(np.int64),
                                                np.broadcast_to(unsafe, (r.size, unsafe.size))], axis=1), axis=1)
@@ -509,7 +509,7 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
     out.fallback = int(fb.size)
     if fb.size:
         B = problem.n_servers
-        tab = _pt_comm_table(problem, ptc)
+        tab = _pt_comm_table(problem, ptc, fb.size)
         hb_keep, tb_keep = hb.copy(), tb.copy()
         target = np.minimum(out.zero_dj, cutoff)
         cand_dh = out.dh.copy()
@@ -556,13 +556,23 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
 #: Sparse problems with at most this many PT cells x servers keep the PT cells' comm cost at every server
 #: (512 MB at most; the full scans of the PT moves read it every round instead of the geometry).
 PT_COMM_TABLE_ENTRIES = 64_000_000
+#: Up to this many entries the table is built at the first call; above, once the scans need it.
+PT_COMM_TABLE_EAGER_ENTRIES = 4_000_000
 
 
-def _pt_comm_table(problem: Problem, ptc: _PTCells) -> np.ndarray | None:
-    """(R, B) comm cost of every PT cell at every server (the geometry, as ``full_rows``), once per problem."""
+def _pt_comm_table(problem: Problem, ptc: _PTCells, rows: int = 0) -> np.ndarray | None:
+    """(R, B) comm cost of every PT cell at every server (the geometry, as ``full_rows``), once per problem.
+
+    Small tables are built at the first call; larger ones once the full scans have asked for ``rows``
+    rows adding up to R (until then None: the caller computes its rows from the geometry)."""
     if ptc.size * problem.n_servers > PT_COMM_TABLE_ENTRIES:
         return None
     if "pt_comm" not in problem.cache:
+        if ptc.size * problem.n_servers > PT_COMM_TABLE_EAGER_ENTRIES:
+            asked = problem.cache.get("pt_comm_asked", 0) + int(rows)
+            problem.cache["pt_comm_asked"] = asked
+            if asked < ptc.size:
+                return None
         B = problem.n_servers
         tab = np.empty((ptc.size, B))
         step = max(1, CHUNK_ENTRIES // B)
