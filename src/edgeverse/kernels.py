@@ -193,7 +193,7 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
         ta = links.tile_lower(alpha, icpt)
         if ta is not None:
             ta = s * ta
-            tx = s * links.tile_lower(np.ones_like(alpha), np.zeros_like(alpha))
+            tx = s * links.tile_comm_lower()
             tile_of = links.tile_of
         else:
             ta = tx = np.full(1, -np.inf)

@@ -341,6 +341,15 @@ class CellLinks:
             lo = v.min(axis=1)
             return lo - BOUND_SLACK * np.abs(lo) - 1e-300
 
+    def tile_comm_lower(self) -> np.ndarray | None:
+        """Per tile: a lower bound of the comm cost of any non-candidate server (static; computed once)."""
+        if self.tile_clb is None:
+            return None
+        if getattr(self, "_tile_comm_lower", None) is None:
+            B = self.n_servers
+            self._tile_comm_lower = self.tile_lower(np.ones(B), np.zeros(B))
+        return self._tile_comm_lower
+
     def noncandidate_lower(self, cells: np.ndarray, envs: list[Envelope], lb_rows: np.ndarray | None = None) -> np.ndarray:
         """Lower bound of ``min over non-candidates of slope_b c_ib + icpt_b`` at ``cells``."""
         lbr = self.lb[cells] if lb_rows is None else lb_rows

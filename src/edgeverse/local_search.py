@@ -58,6 +58,13 @@ class _State:
         return float(self.t.mean())
 
 
+def _moved_c_own(problem: Problem, st: "_State", cells: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The comm cost of every cell at its server after ``cells`` move to ``targets`` (the others keep theirs)."""
+    c = st.c_own.copy()
+    c[cells] = problem.links.comm_at(np.asarray(cells), np.asarray(targets))
+    return c
+
+
 def _state(problem: Problem, cs: np.ndarray, c_own: np.ndarray | None = None) -> _State:
     h = host_twins(problem, cs)
     alpha = region_masses(problem, cs)
@@ -629,7 +636,7 @@ def _pt_needs_scan(problem: Problem, st: _State, ptc: _PTCells, cand: _PTBest, c
             lo = np.minimum(lo, s * m * e.lower(x) + s * m * m * (x + rmin))
         ta = links.tile_lower(st.alpha, icpt)
         if ta is not None:
-            tx = links.tile_lower(np.ones_like(st.alpha), np.zeros_like(st.alpha))
+            tx = links.tile_comm_lower()
             tt = links.tile_of[cells]
             lo = np.maximum(lo, s * m * ta[tt] + s * m * m * (tx[tt] + rmin))
         t_rem = tb - st.t[own]
@@ -917,7 +924,7 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
                     sel = order[:k]
                     trial = cs.copy()
                     trial[ptc.cells[sel]] = pt.j[sel]
-                    st_new = _state(problem, trial)
+                    st_new = _state(problem, trial, _moved_c_own(problem, st, ptc.cells[sel], pt.j[sel]))
                     ok = (-int(st_new.hosted.sum()), st_new.objective) < (-int(st.hosted.sum()), st.objective + thresh)
                     if ok or k == 1:
                         break
@@ -991,7 +998,7 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
                 sel = order[:k]
                 trial = cs.copy()
                 trial[ptc.cells[sel]] = pt.j[sel]
-                st_new = _state(problem, trial)
+                st_new = _state(problem, trial, _moved_c_own(problem, st, ptc.cells[sel], pt.j[sel]))
                 key_new = (-int(st_new.hosted.sum()), st_new.objective)
                 key_old = (-int(st.hosted.sum()), st.objective + thresh)
                 ok = key_new < key_old

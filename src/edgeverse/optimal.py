@@ -139,6 +139,9 @@ SWEEP_PASSES = 10
 COARSE_SWEEP_PASSES = 10
 #: Multilevel: the OT descent on the masses on the coarsest level (when it is small and dense).
 COARSE_DESCENT = True
+#: Multilevel: damped Algorithm 1 as a start on a sparse coarsest level (many servers).  Off: there its map
+#: (14) sends cells to far, lightly loaded servers, whose full scans took 27 s of the metro case's 190 s.
+COARSE_DAMPED_START_SPARSE = False
 #: Multilevel: hosting-increasing PT moves before the plain moves on the full grid.
 HOSTING_FIRST = True
 
@@ -325,6 +328,8 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
     # starts on the coarsest level
     best = None
     for name in ("snr", "voronoi", "paper-damped"):
+        if name == "paper-damped" and coarse.sparse and not COARSE_DAMPED_START_SPARSE:
+            continue
         cs0 = METHODS[name](coarse).cell_server
         ev0 = quick_evaluate(coarse, cs0)[1]
         history.append({"iteration": len(history), "phase": f"start ({name}, level {len(chain) - 1})",
