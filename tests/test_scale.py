@@ -406,3 +406,35 @@ def test_pt_moves_in_chunks_equal_one_pass(pair, monkeypatch, both_paths):
                 seen_fallback |= one.fallback > 0
     assert seen_unsafe and seen_fallback
     assert _rows_twins(np.array([0, 2, 3, 6]), np.array([2, 0])).tolist() == [3, 4, 5, 0, 1]
+
+
+def test_tile_lower_kernel_equals_numpy(pair):
+    """The per-tile bound: the numba kernel gives numpy's values (NaN products, infinite entries, ties)."""
+    if not kernels.HAVE_NUMBA:
+        pytest.skip("numba not installed")
+    _, sparse = pair
+    links = sparse.links
+    assert links.tile_clb is not None and np.isinf(links.tile_clb).any()
+    rng = np.random.default_rng(3)
+    B = sparse.n_servers
+    for slope, icpt in ((rng.random(B), rng.random(B)), (np.where(rng.random(B) < 0.3, 0.0, rng.random(B)),
+                                                          np.where(rng.random(B) < 0.3, np.inf, rng.random(B)))):
+        for nan_zero in (False, True):
+            prev = kernels.use_numba(True)
+            a = links.tile_lower(slope, icpt, nan_zero)
+            kernels.use_numba(False)
+            b = links.tile_lower(slope, icpt, nan_zero)
+            kernels.use_numba(prev)
+            assert np.array_equal(a, b, equal_nan=True)
+    # a zero slope times an infinite bound is NaN: 0 + icpt with nan_zero
+    clb = links.tile_clb
+    links.tile_clb = np.where(np.isfinite(clb), np.inf, clb)
+    links.tile_clb[:, 0] = np.inf
+    try:
+        prev = kernels.use_numba(True)
+        a = links.tile_lower(np.zeros(B), np.ones(B), True)
+        kernels.use_numba(False)
+        assert np.array_equal(a, links.tile_lower(np.zeros(B), np.ones(B), True))
+        kernels.use_numba(prev)
+    finally:
+        links.tile_clb = clb

@@ -421,6 +421,29 @@ if HAVE_NUMBA:  # pragma: no branch
                 flag[i] = (not (low > best_d)) and (low < cutoff)
 
     @_jit
+    def tile_lower_kernel(clb, slope, icpt, nan_zero, out):
+        """Per tile ``min_b slope_b clb[t, b] + icpt_b`` over the servers with a finite ``clb`` (the numpy
+        form of :meth:`edgeverse.links.CellLinks.tile_lower`: a NaN product counts as ``icpt_b`` with
+        ``nan_zero``, else it is the minimum, as ``np.min`` does)."""
+        nt, B = clb.shape
+        for t in _nb.prange(nt):
+            lo = np.inf
+            has_nan = False
+            for b in range(B):
+                c = clb[t, b]
+                if np.isinf(c):
+                    continue
+                v = slope[b] * c + icpt[b]
+                if np.isnan(v) and nan_zero:
+                    v = icpt[b]
+                if np.isnan(v):
+                    has_nan = True
+                    continue
+                if v < lo:
+                    lo = v
+            out[t] = np.nan if has_nan else lo
+
+    @_jit
     def position_kernel(S, cells, servers, out):
         """Column of ``servers[j]`` among cell ``cells[j]``'s candidates (``S`` rows), or -1."""
         k = S.shape[1]

@@ -333,13 +333,22 @@ class CellLinks:
         """Per tile: a lower bound of ``min_b slope_b c_ib + icpt_b`` over every cell's non-candidates (or None)."""
         if self.tile_clb is None:
             return None
-        with np.errstate(invalid="ignore", over="ignore"):
-            v = slope[None, :] * self.tile_clb + icpt[None, :]
-            if nan_zero:
-                v = np.where(np.isnan(v), icpt[None, :], v)
-            v = np.where(np.isinf(self.tile_clb), np.inf, v)
-            lo = v.min(axis=1)
-            return lo - BOUND_SLACK * np.abs(lo) - 1e-300
+        from . import kernels
+
+        if kernels.numba_active():
+            lo = np.empty(self.tile_clb.shape[0])
+            kernels.tile_lower_kernel(self.tile_clb, np.asarray(slope, dtype=float), np.asarray(icpt, dtype=float),
+                                      bool(nan_zero), lo)
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):
+                v = slope[None, :] * self.tile_clb + icpt[None, :]
+                if nan_zero:
+                    v = np.where(np.isnan(v), icpt[None, :], v)
+                v = np.where(np.isinf(self.tile_clb), np.inf, v)
+                lo = v.min(axis=1)
+        with np.errstate(invalid="ignore"):
+            # an infinite minimum stays infinite (inf - slack * inf would be NaN)
+            return np.where(np.isinf(lo), lo, lo - BOUND_SLACK * np.abs(lo) - 1e-300)
 
     def tile_comm_lower(self) -> np.ndarray | None:
         """Per tile: a lower bound of the comm cost of any non-candidate server (static; computed once)."""
