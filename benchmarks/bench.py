@@ -211,7 +211,24 @@ def main(argv=None) -> int:
         if out:
             out.close()
     print(table(rows))
+    scale = [r for r in rows if "error" not in r and r["case"].startswith("scale-")]
+    if scale:
+        print()
+        print(scaling_table(scale))
     return 0
+
+
+def scaling_table(rows: list[dict]) -> str:
+    """Time per (cell x candidate server) entry of the scaling cases: linear growth keeps it flat."""
+    lines = ["| case | cells x servers | cells x candidates | method | seconds | ns per candidate entry | floor_s "
+             "| floor ns per cell |", "|---|---:|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        full = r["cells"] * r["servers"]
+        cand = r["cells"] * r["candidates"]
+        lines.append(f"| {r['case']} | {full:.2g} | {cand:.2g} | {r['method']} | {r['seconds']:.3f} | "
+                     f"{1e9 * r['seconds'] / cand:.1f} | {r['floor_seconds']:.3f} | "
+                     f"{1e9 * r['floor_seconds'] / r['cells']:.1f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -138,16 +138,62 @@ def argmin_affine(links: CellLinks, u: np.ndarray, v: np.ndarray, w: np.ndarray 
         step = max(1, CHUNK_ENTRIES // links.n_servers)
         for a in range(0, rows.size, step):
             r = rows[a:a + step]
-            C = links.full_rows(r)
+            pi, pj = _scan_pairs(links, r, u, icpt, val[r], nan_zero)
+            if pi.size == 0:
+                continue
+            c = links.comm_pairs(r[pi], pj)
             with np.errstate(invalid="ignore"):
-                sc = u[None, :] * (C + v[None, :]) + w[None, :]
+                sc = u[pj] * (c + v[pj]) + w[pj]
             if nan_zero:
-                sc = np.where(np.isnan(sc), w[None, :] + 0.0, sc)
-            j = np.argmin(sc, axis=1)
-            best[r] = j
-            val[r] = sc[np.arange(r.size), j]
+                sc = np.where(np.isnan(sc), w[pj] + 0.0, sc)
+            _merge_min(best, val, r, pi, pj, sc)
     argmin_affine.last_fallback = int(flag.sum()) if sparse else 0
     return best, val
+
+
+def _scan_pairs(links: CellLinks, r: np.ndarray, u: np.ndarray, icpt: np.ndarray, val: np.ndarray,
+                nan_zero: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, server) pairs a cell's full scan must evaluate: non-candidates whose lower bound
+    ``u_b max(tile bound, class bound) + icpt_b`` is not above the cell's best candidate score ``val``.
+
+    Every other server scores strictly more than ``val`` (the bounds are lower bounds of the comm cost,
+    with the safety margin), so the scan over these pairs finds the same minimum, ties included, as a
+    scan over every server.  NaN bounds are kept.
+    """
+    nr = r.size
+    low = links.lb[r][:, links.cls]  # (nr, B): comm lower bound of a non-candidate of each server's class
+    if links.tile_of is not None:
+        low = np.maximum(low, links.tile_clb[links.tile_of[r]])
+    with np.errstate(invalid="ignore", over="ignore"):
+        bnd = u[None, :] * low + icpt[None, :]
+        if nan_zero:
+            bnd = np.where(np.isnan(bnd), icpt[None, :], bnd)
+        bnd = bnd - (BOUND_SLACK * np.abs(bnd) + 1e-300)
+        need = ~(bnd > val[:, None])
+    need[np.arange(nr)[:, None], links.server[r]] = False  # candidates: already scored exactly
+    return np.nonzero(need)
+
+
+def _merge_min(best: np.ndarray, val: np.ndarray, r: np.ndarray, pi: np.ndarray, pj: np.ndarray,
+               sc: np.ndarray):
+    """Fold extra scores ``sc`` of pairs (row ``pi`` of ``r``, server ``pj``) into (best, val) in place:
+    the minimum, ties to the lowest server index, a NaN counting as the minimum (np.argmin's rule).
+    Returns the rows changed, their new server and score, and the position of the winning pair."""
+    # order the extra pairs by row, then NaN first, then score, then server: the first pair of a row wins
+    isn = np.isnan(sc)
+    order = np.lexsort((pj, np.where(isn, -np.inf, sc), ~isn, pi))
+    pi, pj, sc, isn = pi[order], pj[order], sc[order], isn[order]
+    first = np.r_[True, pi[1:] != pi[:-1]]
+    rows, j, s, n = pi[first], pj[first], sc[first], isn[first]
+    cur_v, cur_j = val[r[rows]], best[r[rows]]
+    cur_n = np.isnan(cur_v)
+    # the extra pair wins if it is NaN and the current is not; or both non-NaN and (lower, or equal with a
+    # lower index); or both NaN with a lower index
+    win = np.where(n, ~cur_n | (j < cur_j), ~cur_n & ((s < cur_v) | ((s == cur_v) & (j < cur_j))))
+    rr = r[rows[win]]
+    best[rr] = j[win]
+    val[rr] = s[win]
+    return rr, j[win], s[win], order[np.flatnonzero(first)[win]]
 
 
 argmin_affine.last_fallback = 0
@@ -271,20 +317,33 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
         step = max(1, CHUNK_ENTRIES // nb)
         for a in range(0, rows.size, step):
             r = rows[a:a + step]
-            C = links.full_rows(r)
             m = mass[r]
             own = cs[r]
             a_b = alpha[own] - m
             t_rem = s * a_b * (comm_b[own] - m * c_own[r] + a_b * render[own]) - t_b[own]
+            # pairs to score exactly: non-candidates whose change at the comm-cost bound is not above the
+            # cell's best candidate change (nor at or above the cutoff); every other server's change is larger
+            low = links.lb[r][:, links.cls]
+            if links.tile_of is not None:
+                low = np.maximum(low, links.tile_clb[links.tile_of[r]])
             a_j = alpha[None, :] + m[:, None]
+            with np.errstate(invalid="ignore", over="ignore"):
+                t_add = s * a_j * (comm_b[None, :] + m[:, None] * low + a_j * render[None, :]) - t_b[None, :]
+                dl = (t_rem[:, None] + t_add) / nb
+                dl = dl - BOUND_SLACK * (np.abs(t_rem)[:, None] + np.abs(t_add) + tmax) / nb
+                need = ~(dl > bd[r][:, None]) & ~(dl >= cutoff)
+            need[np.arange(r.size)[:, None], links.server[r]] = False  # candidates: already scored exactly
+            pi, pj = np.nonzero(need)
+            if pi.size == 0:
+                continue
+            c = links.comm_pairs(r[pi], pj)
+            mp = m[pi]
+            aj = alpha[pj] + mp
             with np.errstate(invalid="ignore"):
-                t_add = s * a_j * (comm_b[None, :] + m[:, None] * C + a_j * render[None, :]) - t_b[None, :]
-                d = (t_rem[:, None] + t_add) / nb
-            d[np.arange(r.size), own] = np.inf
-            j = np.argmin(d, axis=1)
-            bj[r] = j
-            bd[r] = d[np.arange(r.size), j]
-            bc[r] = C[np.arange(r.size), j]
+                d = (t_rem[pi] + (s * aj * (comm_b[pj] + mp * c + aj * render[pj]) - t_b[pj])) / nb
+            d[pj == own[pi]] = np.inf
+            win_r, win_j, win_v, win_k = _merge_min(bj, bd, r, pi, pj, d)
+            bc[win_r] = c[win_k]
     best_moves.last_fallback = int(flag.sum()) if sparse else 0
     return bj, bd, bc
 

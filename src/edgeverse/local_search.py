@@ -516,7 +516,7 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
     out.fallback = int(fb.size)
     if fb.size:
         B = problem.n_servers
-        tab = _pt_comm_table(problem, ptc, fb.size)
+        tab = problem.cache.get("pt_comm")  # kept by the unsafe-server pass when it was worth it
         hb_keep, tb_keep = hb.copy(), tb.copy()
         target = np.minimum(out.zero_dj, cutoff)
         cand_dh = out.dh.copy()
@@ -527,34 +527,41 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
         while a < fb.size:  # chunks of at most CHUNK_ENTRIES (cells or DTs) x servers
             b = a + max(1, int(np.searchsorted(np.cumsum(size[fb[a:a + cap]]), cap, side="right")))
             r = fb[a:b]
-            tc = tab[r] if tab is not None else links.full_rows(cells[r])
+            cr = cells[r]
             tw_r = ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
-            tn = tw.min_compute_hz.rows(tw_r) if hasattr(tw.min_compute_hz, "rows") \
-                else np.asarray(tw.min_compute_hz)[tw_r]
-            # the exact kernel runs only on the servers a bound does not rule out: at a safe server j the
-            # cell's DTs displace nobody (hosting there rises by at most its DTs with a finite need at j) and
-            # psi_j can only fall, so the plain move's change is a lower bound of the PT move's
             sub_off = np.r_[0, np.cumsum(size[r])].astype(np.int64)
-            n_fin = np.add.reduceat(np.isfinite(tn).astype(np.int64), sub_off[:-1], axis=0)
-            dh_ub = (hb_keep[r] - st.hosted[own[r]])[:, None] + n_fin
+            # the exact kernel runs only on the servers a bound does not rule out, and no geometry is
+            # computed for the others: at a safe server j the cell's DTs displace nobody (hosting there rises
+            # by at most its DTs whose least compute at j's class and distance bound is finite) and psi_j can
+            # only fall, so the plain move's change at the comm-cost bound is a lower bound of the PT move's
+            low_c = links.lb[cr][:, links.cls]  # (nr, B) comm lower bound of a non-candidate (class, k-th distance)
+            if links.tile_of is not None:
+                low_c = np.maximum(low_c, links.tile_clb[links.tile_of[cr]])
+            n_fin = np.add.reduceat(np.isfinite(tw.need_lb_hz[tw_r]).astype(np.int64), sub_off[:-1], axis=0)
+            dh_ub = (hb_keep[r] - st.hosted[own[r]])[:, None] + n_fin[:, links.cls]
             m = m_r[r][:, None]
             t_rem = (tb_keep[r] - st.t[own[r]])[:, None]
             a_j = st.alpha[None, :] + m
             with np.errstate(invalid="ignore", over="ignore"):
-                t_add = sc * a_j * (st.comm[None, :] + m * tc + a_j * st.render[None, :]) - st.t[None, :]
+                t_add = sc * a_j * (st.comm[None, :] + m * low_c + a_j * st.render[None, :]) - st.t[None, :]
                 low = (t_rem + t_add) / nb
                 low = low - BOUND_SLACK * (np.abs(t_rem) + np.abs(t_add) + tmax) / nb
             cd = cand_dh[r][:, None]
             keep = (dh_ub > cd) | ((dh_ub == cd) & (cd > 0)) | ((dh_ub >= 0) & ~(low > target[r][:, None]))
             keep[:, unsafe] = True  # evaluated exactly, as in the first pass
-            keep[np.arange(r.size)[:, None], links.server[cells[r]]] = True
+            keep[np.arange(r.size)[:, None], links.server[cr]] = True
             kr, kc = np.nonzero(keep)  # row-major: each row's kept servers in ascending order
             width = np.bincount(kr, minlength=r.size)
             W = max(1, int(width.max()))
             ts = np.repeat(own[r][:, None], W, axis=1)  # padding: the own server (no move)
             ts[kr, np.arange(kr.size) - np.repeat(np.cumsum(width) - width, width)] = kc
+            if tab is not None:
+                tcomm = np.take_along_axis(tab[r], ts, axis=1)
+            else:
+                tcomm = links.comm_at(np.repeat(cr, W), ts.ravel()).reshape(r.size, W)
             row_of = np.repeat(np.arange(r.size), size[r])
-            put(r, run(r, ts, np.take_along_axis(tc, ts, axis=1), np.take_along_axis(tn, ts[row_of], axis=1)))
+            tneed = tw.min_compute_hz[np.repeat(tw_r, W), ts[row_of].ravel()].reshape(-1, W)
+            put(r, run(r, ts, tcomm, tneed))
             a = b
         hb[:], tb[:] = hb_keep, tb_keep
     return out
