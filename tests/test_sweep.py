@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgeverse import get_preset
 from edgeverse.cli import main
 from edgeverse.errors import EdgeverseError, ScenarioError
 from edgeverse.store import DB_NAME
@@ -115,9 +117,36 @@ def test_folder_of_another_base_is_refused_and_same_base_extends(tmp_path, capsy
 
 
 
-def test_failing_point_is_recorded_and_rerun_computes_nothing(tmp_path, capsys):
-    # float("oops") raises inside paper-damped at run time; snr ignores the options.
-    path = write_sweep(tmp_path, method_options={"paper-damped": {"step": "oops"}})
+def test_bad_method_options_are_rejected_before_running(tmp_path):
+    from edgeverse.reproduce import make_plan
+    from edgeverse.solution import solve
+
+    for opts, msg in (({"step": float("nan")}, "method_options.paper-damped.step: got nan; must be a finite number in (0, 1]"),
+                      ({"step": 2}, "paper-damped.step: got 2"), ({"step": "oops"}, "paper-damped.step: got 'oops'"),
+                      ({"max_iter": 0}, "paper-damped.max_iter: got 0; must be an integer >= 1"),
+                      ({"bogus": 1}, "unknown option 'bogus'; paper-damped takes certify, max_iter, min_step"),
+                      ({"polish": "maybe"}, "paper-damped.polish: got 'maybe'; must be true or false")):
+        path = write_sweep(tmp_path, method_options={"paper-damped": opts})
+        with pytest.raises(EdgeverseError, match=re.escape(msg)):
+            run_sweep(path, tmp_path / "out", executor="serial", progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(EdgeverseError, match=re.escape("--method-option optimal.n_starts: got 1.5; must be an integer >= 0")):
+        make_plan(quick=True, method_options={"optimal": {"n_starts": 1.5}})
+    with pytest.raises(EdgeverseError, match=re.escape("snr: unknown option 'foo'; snr takes no options")):
+        solve(get_preset("paper"), "snr", foo=1)
+    with pytest.raises(EdgeverseError, match=re.escape("optimal.strategy: got 'fast'; must be one of auto")):
+        solve(get_preset("paper"), "optimal", strategy="fast")
+
+
+def test_failing_point_is_recorded_and_rerun_computes_nothing(tmp_path, capsys, monkeypatch):
+    # paper-damped raises at run time (a stand-in for any failure inside a method); snr runs
+    from edgeverse.methods import METHODS
+
+    def failing(problem, **_):
+        return float("oops")
+
+    monkeypatch.setitem(METHODS, "paper-damped", failing)
+    path = write_sweep(tmp_path)
     out = tmp_path / "out"
     rep = run_sweep(path, out, executor="serial", progress=False)
     assert (rep.total, rep.computed, rep.skipped, rep.errors, rep.lost) == (8, 8, 0, 4, 0)

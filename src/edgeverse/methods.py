@@ -256,5 +256,89 @@ def paper_damped(problem: Problem, *, max_iter: int | None = None, step: float =
         psi = psi + lam * (_psi(alloc) - psi)
     return MethodResult(cs, status, it, history, message, extra={"fixed_point_residual": float(history[-1]["residual"])})
 
+# --------------------------------------------------------------------------- method options
+def _opt_int(lo: int, none_ok: bool = False):
+    def check(v):
+        if v is None and none_ok:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(v) or float(v) != int(v) or int(v) < lo:
+            raise ValueError(f"must be an integer >= {lo}" + (" or null" if none_ok else ""))
+        return int(v)
+    return check
+
+
+def _opt_float(lo: float, hi: float = np.inf, lo_open: bool = False):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
+                or not ((v > lo) if lo_open else (v >= lo)) or v > hi:
+            raise ValueError(f"must be a finite number in {'(' if lo_open else '['}{lo:g}, "
+                             + (f"{hi:g}]" if np.isfinite(hi) else "inf)"))
+        return float(v)
+    return check
+
+
+def _opt_bool(v):
+    if not isinstance(v, (bool, np.bool_)):
+        raise ValueError("must be true or false")
+    return bool(v)
+
+
+def _opt_choice(*choices):
+    def check(v):
+        if v not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return v
+    return check
+
+
+#: The options of each method (beside ``solve``'s ``polish`` and ``certify``) and their checks.
+METHOD_OPTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "snr": {},
+    "voronoi": {},
+    "paper": {"max_iter": _opt_int(1), "rel_tol": _opt_float(0.0)},
+    "paper-damped": {"max_iter": _opt_int(1), "step": _opt_float(0.0, 1.0, lo_open=True),
+                     "min_step": _opt_float(0.0, 1.0, lo_open=True)},
+    "optimal": {"max_iter": _opt_int(1, none_ok=True), "rel_tol": _opt_float(0.0), "n_starts": _opt_int(0, none_ok=True),
+                "polish_result": _opt_bool, "strategy": _opt_choice("auto", "multistart", "multilevel"),
+                "direct": _opt_bool, "pt_batch": _opt_bool},
+}
+SOLVE_OPTIONS: dict[str, Callable[[Any], Any]] = {"polish": _opt_bool, "certify": _opt_bool}
+
+
+def check_method_options(method: str, options: dict[str, Any] | None, where: str | None = None,
+                         solve_options: bool = True) -> dict[str, Any]:
+    """Validate the keyword options of ``method`` (names and values); returns them normalised.
+
+    ``where`` prefixes the error messages (e.g. ``method_options.paper-damped``).
+
+    >>> check_method_options("paper-damped", {"step": 0.25})
+    {'step': 0.25}
+    >>> check_method_options("paper-damped", {"step": 2})
+    Traceback (most recent call last):
+    ...
+    edgeverse.errors.EdgeverseError: paper-damped.step: got 2; must be a finite number in (0, 1]
+    """
+    from .errors import EdgeverseError
+
+    where = where or method
+    spec = dict(METHOD_OPTIONS.get(method, {}))
+    if solve_options:
+        spec.update(SOLVE_OPTIONS)
+    out: dict[str, Any] = {}
+    for k, v in (options or {}).items():
+        if k not in spec:
+            raise EdgeverseError(f"{where}: unknown option {k!r}; {method} takes "
+                                 + (", ".join(sorted(spec)) if spec else "no options"))
+        try:
+            out[k] = spec[k](v)
+        except ValueError as e:
+            raise EdgeverseError(f"{where}.{k}: got {v!r}; {e}") from None
+    if method == "paper-damped" and out.get("min_step", 1e-4) > out.get("step", 0.5):
+        raise EdgeverseError(f"{where}.min_step: got {out.get('min_step', 1e-4)!r}; must be at most step "
+                             f"({out.get('step', 0.5)!r})")
+    return out
+
+
 # the optimal method registers itself (imported last: it builds on the methods above)
 from . import optimal as _optimal  # noqa: E402,F401

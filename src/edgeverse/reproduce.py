@@ -166,6 +166,9 @@ def make_plan(*, quick: bool = False, methods: Sequence[str] | None = None, seed
         if m not in METHODS:
             raise EdgeverseError(f"--method-option: got method {m!r}; available methods: {', '.join(known)}")
         opts.setdefault(m, {}).update(o)
+    from .methods import check_method_options
+
+    opts = {m: check_method_options(m, o, where=f"--method-option {m}") for m, o in opts.items()}
     opts = {m: o for m, o in opts.items() if m in chosen and o}
     w = workers if workers is not None else available_workers()
     if w < 1:

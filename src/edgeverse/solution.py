@@ -196,6 +196,10 @@ def solve(scenario: Scenario | Problem, method: str, *, polish: bool = False, ce
     """
     if method not in METHODS:
         raise EdgeverseError(f"method: got {method!r}; available methods: {', '.join(METHODS)}")
+    from .methods import check_method_options
+
+    options = check_method_options(method, options, solve_options=False)
+    check_method_options(method, {"polish": polish, "certify": certify})
     problem = scenario if isinstance(scenario, Problem) else build_problem(scenario)
     t0 = time.perf_counter()
     res: MethodResult = METHODS[method](problem, **options)

@@ -241,13 +241,15 @@ class SweepSpec(BaseModel):
         extra = [m for m in v if m not in methods]
         if extra:
             raise ValueError(f"names method {extra[0]!r}, which is not in methods {methods}")
+        from .methods import check_method_options
+
+        out = {}
         for m, opts in v.items():
-            allowed = method_option_names(m)
-            bad = [k for k in opts if k not in allowed]
-            if bad:
-                raise ValueError(f"{m}: unknown option {bad[0]!r}; {m} takes "
-                                 + (", ".join(sorted(allowed))))
-        return v
+            try:
+                out[m] = check_method_options(m, opts, where=f"method_options.{m}")
+            except EdgeverseError as e:
+                raise ValueError(str(e)) from None
+        return out
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
