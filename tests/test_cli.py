@@ -77,3 +77,30 @@ def test_show_config_abbreviates_long_lists_and_full_round_trips(tmp_path, capsy
 def main_out(argv, capsys) -> str:
     assert main(argv) == 0
     return capsys.readouterr().out
+
+
+def test_out_that_is_a_file_is_a_clear_error_for_every_command(tmp_path, capsys):
+    f = tmp_path / "a_file"
+    f.write_text("x")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "t", "base": "paper", "overrides": {"zone.cells": [12, 12]},
+                                     "axes": {"twins.count": [30]}, "seeds": 1, "methods": ["snr"]}))
+    for argv in (["solve", "--preset", "paper", "--method", "snr", "--out", str(f)],
+                 ["reproduce", "--quick", "--out", str(f), "--no-progress"],
+                 ["sweep", str(sweep), "--out", str(f), "--quiet"]):
+        assert main(argv) != 0, argv
+        err = capsys.readouterr().err
+        assert f"--out: '{f}' exists and is not a folder" in err, (argv, err)
+    assert f.read_text() == "x"
+
+
+def test_unknown_crs_names_the_field(tmp_path):
+    import pytest
+
+    pytest.importorskip("pyproj")
+    from edgeverse.errors import ScenarioError
+
+    base = {"name": "d", "zone": {"cells": [10, 10]},
+            "sensing": {"density": {"kind": "npy", "file": "d.npy", "bounds_m": [0, 0, 100, 100], "crs": "EPSG:99999"}}}
+    with pytest.raises(ScenarioError, match=r"sensing\.density\.crs: got 'EPSG:99999'.*not a CRS pyproj knows"):
+        Scenario.from_dict(base)

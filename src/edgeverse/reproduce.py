@@ -1504,8 +1504,9 @@ def reproduce(out_dir: str | Path = "reproduction", *, plan: Plan | None = None,
     """
     t0 = time.perf_counter()
     plan = plan or make_plan(**plan_options)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from .errors import ensure_out_dir
+
+    out = ensure_out_dir(out_dir)
     tasks = build_tasks(plan)
     cal_tasks = calibration_tasks(plan) if plan.calibration_study else []
     results = run_tasks(tasks + cal_tasks, plan.workers, progress=progress, desc="reproduce")

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Union
 import numpy as np
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -154,6 +155,24 @@ class PointList(_Model):
 _Reproject = Literal["subsample", "corners"]
 
 
+def _check_crs(v):
+    """A CRS string pyproj understands (checked when pyproj is installed; the readers need it anyway)."""
+    if v is None or v == "file":
+        return v
+    try:
+        import pyproj
+    except ImportError:  # pragma: no cover - the readers then report the missing extra
+        return v
+    try:
+        pyproj.CRS.from_user_input(v)
+    except Exception as e:  # pyproj.exceptions.CRSError and friends
+        raise ValueError(f"not a CRS pyproj knows (e.g. 'EPSG:3035'): {str(e).splitlines()[0]}") from None
+    return v
+
+
+_Crs = Annotated[str | None, AfterValidator(_check_crs)]
+
+
 class GridCsvDensity(_Model):
     """Square cells given by their lower-left corners in a projected CRS, one row per cell (missing cells: 0).
 
@@ -166,7 +185,7 @@ class GridCsvDensity(_Model):
     x_col: str = "x_ll_3035"
     y_col: str = "y_ll_3035"
     cell_size_m: PosFloat = 200.0
-    crs: str | None = Field(default="EPSG:3035", description="CRS of the corners; null: the zone's own metre frame")
+    crs: _Crs = Field(default="EPSG:3035", description="CRS of the corners; null: the zone's own metre frame")
     check_alignment: bool = True
     reproject: _Reproject = "subsample"
     subsample: Annotated[int, Field(ge=1)] = 8
@@ -188,7 +207,7 @@ class NpyDensity(_Model):
     kind: Literal["npy"] = "npy"
     file: str
     bounds_m: list[Finite] = Field(description="(x0, y0, x1, y1) in the units of crs")
-    crs: str | None = Field(default=None, description="CRS of bounds_m; null: the zone's own metre frame")
+    crs: _Crs = Field(default=None, description="CRS of bounds_m; null: the zone's own metre frame")
     value_kind: Literal["count", "per_m2"] = "count"
     reproject: _Reproject = "subsample"
     subsample: Annotated[int, Field(ge=1)] = 8
@@ -200,7 +219,7 @@ class GeotiffDensity(_Model):
     kind: Literal["geotiff"] = "geotiff"
     file: str
     band: Annotated[int, Field(ge=1)] = 1
-    crs: str | None = Field(default="file", description="'file': the raster's CRS; a CRS to override; null: zone frame")
+    crs: _Crs = Field(default="file", description="'file': the raster's CRS; a CRS to override; null: zone frame")
     value_kind: Literal["count", "per_m2"] = "count"
     reproject: _Reproject = "subsample"
     subsample: Annotated[int, Field(ge=1)] = 8

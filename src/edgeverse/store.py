@@ -85,7 +85,9 @@ class ResultStore:
         if not create and not self.path.exists():
             raise EdgeverseError(f"no sweep results in {str(self.out_dir)!r} (no {DB_NAME}); run `edgeverse sweep` first")
         if create:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            from .errors import ensure_out_dir
+
+            ensure_out_dir(self.out_dir)
         try:
             self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             self.conn.execute("PRAGMA journal_mode=WAL")
