@@ -22,6 +22,11 @@ def test_solve_preset_prints_table_and_writes_files(tmp_path, capsys):
     data = json.loads((tmp_path / "solution.json").read_text())
     assert data["method"] == "snr" and data["status"] == "closed_form"
     assert (tmp_path / "servers.csv").read_text().splitlines()[0].startswith("server,name,x_m,y_m")
+    # a second run without the figure into the same folder does not leave the first run's map
+    assert main(["solve", "--preset", "paper", "--method", "voronoi", "--out", str(tmp_path), "--no-figure",
+                 "--set", "zone.cells=[20,20]"]) == 0
+    assert not (tmp_path / "partition.png").exists()
+    assert json.loads((tmp_path / "solution.json").read_text())["method"] == "voronoi"
 
 
 def test_solve_paper_method_reports_cycle(tmp_path, capsys):

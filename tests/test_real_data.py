@@ -467,3 +467,26 @@ def test_twins_from_density_follow_it():
     data["twins"]["count"] = 50
     p = build_problem(Scenario.from_dict(data))
     assert np.all(p.twins.positions_m >= 500.0)  # all in the one populated cell
+
+
+def test_stray_row_and_far_projection_centre_are_clear_errors(tmp_path):
+    """A row far from the others (here lon and lat swapped in one row: both still valid coordinates) and a
+    projection centre far from the rows are errors naming the file and row, or the field."""
+    stray = LONLAT_SITES.replace("D,4.9100,45.7500", "D,45.7500,4.9100")
+    (tmp_path / "sites.csv").write_text(stray)
+    f = write_yaml(tmp_path / "s.yaml", small_scenario(servers={
+        "sites": {"file": "sites.csv", "format": "lonlat", "name_col": "name"}}))
+    with pytest.raises(ScenarioError, match=r"sites\.csv: row 4 \(lon 45\.75, lat 4\.91\) is [0-9,]+ km from the "
+                                            r"median.*lon and lat swapped"):
+        load_scenario(f)
+    (tmp_path / "sites.csv").write_text(LONLAT_SITES)
+    g = write_yaml(tmp_path / "g.yaml", small_scenario(
+        geo={"center_lonlat_deg": [144.96, -37.81]},
+        servers={"sites": {"file": "sites.csv", "format": "lonlat", "name_col": "name"}}))
+    with pytest.raises(ScenarioError, match=r"geo\.center_lonlat_deg: got \[144\.96, -37\.81\]; the rows of .*sites\.csv "
+                                            r"lie up to [0-9,]+ km from it"):
+        load_scenario(g)
+    near = write_yaml(tmp_path / "n.yaml", small_scenario(
+        geo={"center_lonlat_deg": [4.95, 45.8]},
+        servers={"sites": {"file": "sites.csv", "format": "lonlat", "name_col": "name"}}))
+    assert load_scenario(near).servers.n == 4  # a centre a few km off is fine

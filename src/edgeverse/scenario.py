@@ -789,6 +789,44 @@ def _density_needs_crs(spec) -> bool:
     return isinstance(spec, PointsCsvDensity) or (isinstance(spec, FILE_DENSITIES) and spec.crs is not None)
 
 
+#: Sites and twins in lon/lat must lie within this distance of the projection centre (and of their median):
+#: the local projection is meant for a city (accurate to about 1e-6 within 10 km), and a point farther away is
+#: almost always a stray or swapped row.
+MAX_PROJECTION_RADIUS_KM = 100.0
+
+
+def _great_circle_km(lon0, lat0, lon, lat) -> np.ndarray:
+    """Haversine distance [km] on the mean Earth sphere (a plausibility check, not geodesy)."""
+    p0, p = np.radians(lat0), np.radians(np.asarray(lat, dtype=float))
+    dl = np.radians(np.asarray(lon, dtype=float) - lon0)
+    h = np.sin((p - p0) / 2) ** 2 + np.cos(p0) * np.cos(p) * np.sin(dl / 2) ** 2
+    return 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+
+
+def _check_spread(center, tables, *, given: bool) -> None:
+    """A clear error when a lon/lat row lies far from the others or from a given projection centre."""
+    lim = MAX_PROJECTION_RADIUS_KM
+    for t in tables:
+        lon, lat = np.asarray(t.lon_deg, dtype=float), np.asarray(t.lat_deg, dtype=float)
+        if lon.size == 0:
+            continue
+        med_lon, med_lat = float(np.median(lon)), float(np.median(lat))
+        d_med = _great_circle_km(med_lon, med_lat, lon, lat)
+        k = int(np.argmax(d_med))
+        row = int(t.source_rows[k]) if t.source_rows is not None else k + 1
+        if d_med[k] > lim:
+            raise ScenarioError(f"{t.path}: row {row} (lon {lon[k]:.6g}, lat {lat[k]:.6g}) is {d_med[k]:,.0f} km from the "
+                                f"median of the rows (lon {med_lon:.6g}, lat {med_lat:.6g}); at most {lim:g} km are "
+                                "allowed: a stray row, or lon and lat swapped in it?")
+        d_c = _great_circle_km(float(center[0]), float(center[1]), lon, lat)
+        k = int(np.argmax(d_c))
+        if given and d_c[k] > lim:
+            _fail("geo.center_lonlat_deg", f"got {[float(c) for c in center]}; the rows of {t.path} lie up to "
+                  f"{d_c[k]:,.0f} km from it (row {int(t.source_rows[k]) if t.source_rows is not None else k + 1}); "
+                  f"the local projection is meant for points within {lim:g} km of its centre: give [lon, lat] "
+                  "inside the area (check the order: longitude first), or null for the centre of the rows' box")
+
+
 def _resolve_projection(scn: Scenario, sites, twin_table, out: dict):
     from . import geo
 
@@ -806,6 +844,8 @@ def _resolve_projection(scn: Scenario, sites, twin_table, out: dict):
         c = _read("geo", geo.projection_for_points, lonlat_src.lon_deg, lonlat_src.lat_deg, kind="local")
         center = [c.lon0_deg, c.lat0_deg]
     _check_center(center)
+    _check_spread(center, [t for t in (sites, twin_table) if t is not None and t.lon_deg is not None],
+                  given=g.center_lonlat_deg is not None)
     out["geo"] = {"projection": g.projection, "center_lonlat_deg": [float(center[0]), float(center[1])]}
     if g.projection == "utm":
         return _read("geo.center_lonlat_deg", geo.utm_projection_for, center[0], center[1])

@@ -147,6 +147,8 @@ class Solution:
             from .plot import save_partition_map  # matplotlib only when asked
 
             save_partition_map(self, out / "partition.png")
+        else:
+            (out / "partition.png").unlink(missing_ok=True)  # an earlier run's map would not match these files
         return out
 
     def summary(self) -> str:
