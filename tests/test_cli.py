@@ -109,3 +109,14 @@ def test_unknown_crs_names_the_field(tmp_path):
             "sensing": {"density": {"kind": "npy", "file": "d.npy", "bounds_m": [0, 0, 100, 100], "crs": "EPSG:99999"}}}
     with pytest.raises(ScenarioError, match=r"sensing\.density\.crs: got 'EPSG:99999'.*not a CRS pyproj knows"):
         Scenario.from_dict(base)
+
+
+def test_set_applies_to_the_file_before_validation(tmp_path, capsys):
+    """--set completes or repairs a scenario file that is invalid on its own (it edits the file as written)."""
+    f = tmp_path / "s.yaml"
+    f.write_text("base: paper\ntwins: {count: 0}\nzone: {cells: [20, 20]}\n")
+    assert main(["solve", str(f), "--method", "snr", "--out", str(tmp_path / "o"), "--no-figure"]) != 0
+    assert "twins.count: got 0" in capsys.readouterr().err
+    assert main(["solve", str(f), "--method", "snr", "--out", str(tmp_path / "o"), "--no-figure",
+                 "--set", "twins.count=10"]) == 0
+    assert "DTs hosted 0/10" in capsys.readouterr().out

@@ -20,7 +20,6 @@ from .scenario import get_preset, load_scenario, preset_names, preset_text
 def _scenario_from_args(args):
     if args.scenario and args.preset:
         raise EdgeverseError("give either a SCENARIO_FILE or --preset NAME, not both")
-    scn = load_scenario(args.scenario) if args.scenario else get_preset(args.preset or "paper")
     overrides = {}
     if getattr(args, "seed", None) is not None:
         overrides["seed"] = args.seed
@@ -31,6 +30,9 @@ def _scenario_from_args(args):
         import yaml
 
         overrides[key.strip()] = yaml.safe_load(value)
+    if args.scenario:  # the overrides apply to the file as written, before it is validated
+        return load_scenario(args.scenario, overrides)
+    scn = get_preset(args.preset or "paper")
     return scn.with_overrides(overrides) if overrides else scn
 
 

@@ -974,7 +974,7 @@ def _resolve(scn: Scenario, base_dir: Path | None) -> Scenario:
         total = cells_src.total
         if not grid.sum() > 0:
             _fail(field, f"{path}: none of its mass ({total:g}) falls inside the zone (origin {dz['origin_m']} m, "
-                  f"size {dz['size_m']} m); check the file's area, its CRS and geo.center_lonlat_deg")
+                  f"size {dz['size_m']} m); check the file's area, its CRS, geo.center_lonlat_deg, and whether the site or twin file has its lon and lat columns swapped")
         d["sensing"]["density"] = {"kind": "array", "values": grid.tolist(), "file": None}
         prov["sensing.density"] = {
             "kind": dens.kind, "file": dens.file, "sha256": _sha256(path),
@@ -1057,10 +1057,12 @@ def get_preset(name: str) -> Scenario:
     return Scenario.from_dict(yaml.safe_load(preset_text(name)))
 
 
-def load_scenario(path: str | Path) -> Scenario:
+def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> Scenario:
     """Read a scenario from a ``.yaml``/``.yml`` or ``.toml`` file.
 
     A file may start from a preset with ``base: NAME`` and override any section.
+    ``overrides`` (dotted path -> value, as ``--set``) are applied to the configuration
+    as written before it is validated, so they can also complete or repair a file.
     """
     p = Path(path)
     if not p.exists():
@@ -1088,6 +1090,8 @@ def load_scenario(path: str | Path) -> Scenario:
         base = data.pop("base")
         merged = yaml.safe_load(preset_text(str(base)))
         data = _deep_merge(merged, data)
+    for key, value in (overrides or {}).items():
+        set_by_path(data, key, value)
     return Scenario.from_dict(data, base_dir=p.resolve().parent)
 
 
