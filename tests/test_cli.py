@@ -120,3 +120,9 @@ def test_set_applies_to_the_file_before_validation(tmp_path, capsys):
     assert main(["solve", str(f), "--method", "snr", "--out", str(tmp_path / "o"), "--no-figure",
                  "--set", "twins.count=10"]) == 0
     assert "DTs hosted 0/10" in capsys.readouterr().out
+
+
+def test_true_false_are_not_integers(capsys):
+    for field in ("seed", "twins.count"):
+        assert main(["solve", "--preset", "paper", "--method", "snr", "--set", f"{field}=true", "--no-figure"]) != 0
+        assert f"{field}: got True; value error, must be an integer, not true/false" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -155,6 +156,16 @@ class PointList(_Model):
 _Reproject = Literal["subsample", "corners"]
 
 
+def _no_bool(v):
+    """Integers only: YAML's true / false are not counts or seeds (pydantic would read them as 1 / 0)."""
+    if isinstance(v, bool):
+        raise ValueError("must be an integer, not true/false")
+    return v
+
+
+_NoBool = BeforeValidator(_no_bool)
+
+
 def _check_crs(v):
     """A CRS string pyproj understands (checked when pyproj is installed; the readers need it anyway)."""
     if v is None or v == "file":
@@ -287,7 +298,7 @@ class TwinType(_Model):
 
 
 class Twins(_Model):
-    count: Annotated[int, Field(ge=1, le=10_000_000, strict=False)] | None = Field(
+    count: Annotated[int, Field(ge=1, le=10_000_000, strict=False), _NoBool] | None = Field(
         default=None, description="K, number of digital twins (from a twin file: its number of rows)")
     types: list[TwinType] = Field(min_length=1)
     positions: PositionModel = Field(description="f, the distribution of PT positions")
@@ -342,7 +353,7 @@ class Scenario(_Model):
     """A whole scenario: the root of the configuration tree."""
 
     name: str = "custom"
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0), _NoBool] = 0
     geo: Geo | None = Field(default=None, description="projection of lon/lat inputs to the zone's metres")
     zone: Zone
     servers: Servers
