@@ -126,3 +126,15 @@ def test_true_false_are_not_integers(capsys):
     for field in ("seed", "twins.count"):
         assert main(["solve", "--preset", "paper", "--method", "snr", "--set", f"{field}=true", "--no-figure"]) != 0
         assert f"{field}: got True; value error, must be an integer, not true/false" in capsys.readouterr().err
+
+
+def test_whole_numbers_written_in_exponent_form_are_counts():
+    # YAML reads 1e2 as the string "1e2": a count written so is read as 100; 150.5 is not a count
+    import pytest
+
+    from edgeverse import get_preset
+    from edgeverse.errors import ScenarioError
+
+    assert get_preset("paper").with_overrides({"twins.count": "1e2"}).twins.count == 100
+    with pytest.raises(ScenarioError, match="twins.count: got 150.5"):
+        get_preset("paper").with_overrides({"twins.count": 150.5})

@@ -157,9 +157,17 @@ _Reproject = Literal["subsample", "corners"]
 
 
 def _no_bool(v):
-    """Integers only: YAML's true / false are not counts or seeds (pydantic would read them as 1 / 0)."""
+    """Integers only: YAML's true / false are not counts or seeds (pydantic would read them as 1 / 0); a
+    number written as a string (YAML reads ``1e3`` as one) is read as that number when it is a whole one."""
     if isinstance(v, bool):
         raise ValueError("must be an integer, not true/false")
+    if isinstance(v, str):
+        try:
+            f = float(v.strip())
+        except ValueError:
+            return v
+        if np.isfinite(f) and f == int(f):
+            return int(f)
     return v
 
 
