@@ -438,3 +438,17 @@ def test_tile_lower_kernel_equals_numpy(pair):
         kernels.use_numba(prev)
     finally:
         links.tile_clb = clb
+
+
+def test_pair_lookups_in_threaded_chunks_equal_one_call(pair, monkeypatch):
+    """Large sensor lookups of a sparse problem run in chunks on threads: the same values as one call."""
+    import edgeverse.links as lk
+
+    dense, sparse = pair
+    n, B = sparse.n_cells, sparse.n_servers
+    r, c = np.repeat(np.arange(n), B), np.tile(np.arange(B), n)
+    one = sparse.sensor_snr[r, c]
+    monkeypatch.setattr(lk, "CHUNK_ENTRIES", 1000)
+    many = sparse.sensor_snr[r, c]
+    assert np.array_equal(one, many) and np.array_equal(sparse.sensor_gain[r, c], np.asarray(dense.sensor_gain).ravel())
+    assert np.array_equal(many, np.asarray(dense.sensor_snr).ravel())

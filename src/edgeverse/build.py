@@ -346,8 +346,8 @@ def build_problem(scenario: Scenario, *, candidates: int | None = None) -> Probl
         links, best_snr, nearest = build_links(model, points, grid.n_cells, k)
         cache["best_snr"], cache["nearest"] = best_snr, nearest
         shape = (grid.n_cells, b)
-        gain = PairLookup(shape, links.gain_pairs, "sensor_gain")
-        snr = PairLookup(shape, links.snr_pairs, "sensor_snr")
+        gain = PairLookup(shape, links.gain_pairs, "sensor_gain", threads=True)
+        snr = PairLookup(shape, links.snr_pairs, "sensor_snr", threads=True)
         comm = PairLookup(shape, links.comm_at, "comm_cost_s_per_bit")
     rng = np.random.default_rng(scenario.seed)
     twins = build_twins(scenario, grid, xy, h_bs, n0, rng, links)

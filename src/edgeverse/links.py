@@ -376,10 +376,11 @@ class PairLookup:
     ``min_compute_hz``; ``np.asarray`` materialises it (small problems only).
     """
 
-    def __init__(self, shape, fn, name: str, rows_fn=None):
+    def __init__(self, shape, fn, name: str, rows_fn=None, threads: bool = False):
         self.shape = tuple(int(s) for s in shape)
         self._fn = fn
         self._rows_fn = rows_fn
+        self._threads = threads  # fn is plain numpy (no numba, no state): large requests in chunks on threads
         self.name = name
         self.ndim = 2
         self.dtype = np.dtype(float)
@@ -393,7 +394,16 @@ class PairLookup:
             c = np.arange(self.shape[1])[c] if isinstance(c, slice) else np.asarray(c)
             r, c = np.meshgrid(r, c, indexing="ij")
         r, c = np.broadcast_arrays(np.asarray(r), np.asarray(c))
-        return self._fn(r.reshape(-1), c.reshape(-1)).reshape(r.shape)
+        rf, cf = r.reshape(-1), c.reshape(-1)
+        if self._threads and rf.size > CHUNK_ENTRIES:
+            out = np.empty(rf.size)
+
+            def work(a, b):
+                out[a:b] = self._fn(rf[a:b], cf[a:b])
+
+            map_chunks(work, rf.size, CHUNK_ENTRIES)
+            return out.reshape(r.shape)
+        return self._fn(rf, cf).reshape(r.shape)
 
     def rows(self, r: np.ndarray) -> np.ndarray:
         """Whole rows ``x[r, :]`` (len(r), B): from a kept table when there is one (``rows_fn``)."""
