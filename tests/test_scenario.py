@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edgeverse import ScenarioError, get_preset, load_scenario, preset_names
+from edgeverse import ScenarioError, load_scenario, preset_names
 from edgeverse.scenario import Scenario, preset_text
 
 BAD = [

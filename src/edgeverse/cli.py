@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
 from . import __version__
-from .errors import EdgeverseError
+from .errors import EdgeverseError, ensure_out_dir
 from .methods import METHODS
 from .scenario import get_preset, load_scenario, preset_names, preset_text
 
@@ -44,13 +43,7 @@ def cmd_solve(args) -> int:
     for m in methods:
         if m not in METHODS:
             raise EdgeverseError(f"--method: got {m!r}; available: {', '.join(METHODS)}, all")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise EdgeverseError(f"--out: {str(out)!r} exists and is not a folder; give a folder for the result files")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgeverseError(f"--out: cannot create the folder {str(out)!r}: {exc.strerror or exc}") from None
+    out = ensure_out_dir(args.out)
     from .build import build_problem
 
     problem = build_problem(scn)  # gains and per-cell costs once, shared by every method

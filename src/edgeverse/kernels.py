@@ -161,9 +161,7 @@ def _scan_pairs(links: CellLinks, r: np.ndarray, u: np.ndarray, icpt: np.ndarray
     scan over every server.  NaN bounds are kept.
     """
     nr = r.size
-    low = links.lb[r][:, links.cls]  # (nr, B): comm lower bound of a non-candidate of each server's class
-    if links.tile_of is not None:
-        low = np.maximum(low, links.tile_clb[links.tile_of[r]])
+    low = links.pair_lower(r)
     with np.errstate(invalid="ignore", over="ignore"):
         bnd = u[None, :] * low + icpt[None, :]
         if nan_zero:
@@ -200,6 +198,29 @@ argmin_affine.last_fallback = 0
 
 
 # =========================================================================== best single moves
+def abs_max_finite(x: np.ndarray) -> float:
+    """The largest finite ``|x|`` (0 if none): the scale of the safety margins of the move bounds."""
+    fin = np.isfinite(x)
+    return float(np.max(np.abs(x[fin]))) if fin.any() else 0.0
+
+
+def move_change_lower(low, m, t_rem, alpha, comm_b, render, t_b, s: float, nb: int, tmax: float) -> np.ndarray:
+    """(rows, B) lower bound of the objective change of moving each row's cell (mass ``m``, own-side
+    change ``t_rem``) to each server, given a lower bound ``low`` of its comm cost there.
+
+    The change is increasing in the comm cost (``s a_j m >= 0``), so the closed form of a plain move at
+    ``low``, less the safety margin, bounds it; for a PT cell at a server with spare compute psi_j can only
+    fall, so it bounds that move too.
+    """
+    m = np.asarray(m, dtype=float)[:, None]
+    t_rem = np.asarray(t_rem, dtype=float)[:, None]
+    a_j = alpha[None, :] + m
+    with np.errstate(invalid="ignore", over="ignore"):
+        t_add = s * a_j * (comm_b[None, :] + m * low + a_j * render[None, :]) - t_b[None, :]
+        dl = (t_rem + t_add) / nb
+        return dl - BOUND_SLACK * (np.abs(t_rem) + np.abs(t_add) + tmax) / nb
+
+
 def render_floor(render: np.ndarray) -> float:
     """The least finite rendering cost per unit of mass over the servers (0 if none): a floor of ``r_j``
     for any target, used in the bounds of single moves."""
@@ -247,7 +268,7 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
     else:
         ta = tx = np.full(1, -np.inf)
         tile_of = np.zeros(1, dtype=np.int32)
-    tmax = float(np.max(np.abs(t_b[np.isfinite(t_b)]))) if np.isfinite(t_b).any() else 0.0
+    tmax = abs_max_finite(t_b)
     # the m^2 term of t_add is s m^2 (c_ij + r_j) >= s m^2 (x + rmin): the least rendering cost per unit of
     # mass over all servers tightens the bound for heavy cells (coarse grids)
     rmin = render_floor(render)
@@ -323,14 +344,8 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
             t_rem = s * a_b * (comm_b[own] - m * c_own[r] + a_b * render[own]) - t_b[own]
             # pairs to score exactly: non-candidates whose change at the comm-cost bound is not above the
             # cell's best candidate change (nor at or above the cutoff); every other server's change is larger
-            low = links.lb[r][:, links.cls]
-            if links.tile_of is not None:
-                low = np.maximum(low, links.tile_clb[links.tile_of[r]])
-            a_j = alpha[None, :] + m[:, None]
-            with np.errstate(invalid="ignore", over="ignore"):
-                t_add = s * a_j * (comm_b[None, :] + m[:, None] * low + a_j * render[None, :]) - t_b[None, :]
-                dl = (t_rem[:, None] + t_add) / nb
-                dl = dl - BOUND_SLACK * (np.abs(t_rem)[:, None] + np.abs(t_add) + tmax) / nb
+            dl = move_change_lower(links.pair_lower(r), m, t_rem, alpha, comm_b, render, t_b, s, nb, tmax)
+            with np.errstate(invalid="ignore"):
                 need = ~(dl > bd[r][:, None]) & ~(dl >= cutoff)
             need[np.arange(r.size)[:, None], links.server[r]] = False  # candidates: already scored exactly
             pi, pj = np.nonzero(need)

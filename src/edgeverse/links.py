@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -222,6 +222,7 @@ class CellLinks:
     points: CellPoints
     tile_of: np.ndarray | None = None   # (n,) tile of each cell (2D grids), see build_tiles
     tile_clb: np.ndarray | None = None  # (n_tiles, B) comm lower bound over a tile; inf where every cell's candidate
+    _tile_comm_lower: np.ndarray | None = field(default=None, init=False, repr=False)  # see tile_comm_lower
 
     @property
     def dense(self) -> bool:
@@ -350,11 +351,20 @@ class CellLinks:
             # an infinite minimum stays infinite (inf - slack * inf would be NaN)
             return np.where(np.isinf(lo), lo, lo - BOUND_SLACK * np.abs(lo) - 1e-300)
 
+    def pair_lower(self, cells: np.ndarray) -> np.ndarray:
+        """(len(cells), B) lower bound of the comm cost of each cell at each server that is not one of its
+        candidates: the larger of its class's cost at the k-th nearest distance and the tile bound (the
+        entries of candidates are meaningless)."""
+        low = self.lb[cells][:, self.cls]
+        if self.tile_of is not None:
+            low = np.maximum(low, self.tile_clb[self.tile_of[cells]])
+        return low
+
     def tile_comm_lower(self) -> np.ndarray | None:
         """Per tile: a lower bound of the comm cost of any non-candidate server (static; computed once)."""
         if self.tile_clb is None:
             return None
-        if getattr(self, "_tile_comm_lower", None) is None:
+        if self._tile_comm_lower is None:
             B = self.n_servers
             self._tile_comm_lower = self.tile_lower(np.ones(B), np.zeros(B))
         return self._tile_comm_lower
@@ -512,7 +522,6 @@ def build_links(model: LinkModel, points: CellPoints, n: int, k: int):
         _, idx = tree.query(xy, k=k)
         idx = np.sort(idx.astype(np.int32), axis=1)
         server[a:b] = idx
-        cc = np.broadcast_to(cells[:, None], idx.shape)
         # the same elementwise operations as the dense build (link_gain, snr, cost)
         d2 = ((xy[:, None, :] - model.server_xy[idx]) ** 2).sum(axis=2)
         d2d = np.sqrt(d2)

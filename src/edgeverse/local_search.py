@@ -34,7 +34,7 @@ import numpy as np
 
 from .build import Problem
 from .evaluate import admit, host_twins, region_masses, render_budget_hz
-from .kernels import best_moves, numba_active, render_floor
+from .kernels import abs_max_finite, best_moves, move_change_lower, numba_active, render_floor
 from .links import BOUND_SLACK, CHUNK_ENTRIES
 
 
@@ -453,117 +453,92 @@ def _pt_best(problem: Problem, st: _State, ptc: _PTCells, cutoff: float = 0.0) -
     hb = np.empty(R, dtype=np.int64)
     tb = np.empty(R)
     size = np.diff(ptc.off)
+    out = _PTBest(*(np.empty(R, dtype=dt) for dt in (np.int64, float, np.int64, np.int64, float, np.int64)))
 
-    def run(r, tsrv, tcomm, tneed):
-        """Evaluate rows ``r`` of the PT cells at targets ``tsrv``; hb, tb written in place; reduced moves."""
+    def twins_of(r):
+        return ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
+
+    def chunks(width, rows=None):
+        """Rows (of the PT cells, or of ``rows``) in chunks of at most CHUNK_ENTRIES (cells or DTs) x ``width``."""
+        rows = np.arange(R) if rows is None else rows
+        cap = max(1, CHUNK_ENTRIES // max(1, width))
+        a = 0
+        while a < rows.size:
+            b = a + max(1, int(np.searchsorted(np.cumsum(size[rows[a:a + cap]]), cap, side="right")))
+            yield rows[a:b]
+            a = b
+
+    def targets(r, ts, tab):
+        """Comm cost and the DTs' line-9 compute of rows ``r`` at their targets ``ts`` (sparse problems)."""
+        W = ts.shape[1]
+        if tab is not None:
+            tcomm = np.take_along_axis(tab[r], ts, axis=1)
+        else:
+            tcomm = links.comm_at(np.repeat(cells[r], W), ts.ravel()).reshape(r.size, W)
+        row_of = np.repeat(np.arange(r.size), size[r])
+        tneed = tw.min_compute_hz[np.repeat(twins_of(r), W), ts[row_of].ravel()].reshape(-1, W)
+        return tcomm, tneed
+
+    def run(r, tsrv, tcomm, tneed, record=True):
+        """Evaluate rows ``r`` at targets ``tsrv`` and store their best moves (and, with ``record``, hb, tb)."""
         sub_off = np.r_[0, np.cumsum(size[r])].astype(np.int64)
-        sub_tw = ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
         dh = np.empty(tsrv.shape, dtype=np.int64)
         dj = np.empty(tsrv.shape)
         hb_r = np.empty(r.size, dtype=np.int64)
         tb_r = np.empty(r.size)
-        _pt_run(own[r], m_r[r], c_r[r], cells[r], sub_off, sub_tw, tsrv, np.ascontiguousarray(tcomm),
+        _pt_run(own[r], m_r[r], c_r[r], cells[r], sub_off, twins_of(r), tsrv, np.ascontiguousarray(tcomm),
                 np.ascontiguousarray(tneed), *common, dh, dj, hb_r, tb_r)
-        hb[r], tb[r] = hb_r, tb_r
-        return _reduce(dh, dj, tsrv)
-
-    def chunks(width):
-        """Row chunks of the PT cells with at most CHUNK_ENTRIES (cells or DTs) x ``width`` entries each."""
-        cap = max(1, CHUNK_ENTRIES // max(1, width))
-        a = 0
-        while a < R:
-            b = a + max(1, int(np.searchsorted(np.cumsum(size[a:a + cap]), cap, side="right")))
-            yield np.arange(a, min(b, R))
-            a = b
-
-    out = _PTBest(*(np.empty(R, dtype=dt) for dt in (np.int64, float, np.int64, np.int64, float, np.int64)))
-
-    def put(r, red):
-        for arr, val in zip((out.dh, out.dj, out.j, out.first_j, out.zero_dj, out.zero_j), red):
+        if record:
+            hb[r], tb[r] = hb_r, tb_r
+        for arr, val in zip((out.dh, out.dj, out.j, out.first_j, out.zero_dj, out.zero_j), _reduce(dh, dj, tsrv)):
             arr[r] = val
 
     if links.dense:
         B = problem.n_servers
         full = np.asarray(tw.min_compute_hz)
         for r in chunks(B):
-            tsrv = np.broadcast_to(np.arange(B, dtype=np.int64), (r.size, B)).copy()
-            tw_r = ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
-            put(r, run(r, tsrv, links.comm[cells[r]], full[tw_r]))
-    else:
-        unsafe = _unsafe_servers(problem, st, ptc)
-        if unsafe.size == 0:
-            r = np.arange(R)
-            put(r, run(r, links.server[cells].astype(np.int64), links.comm[cells], tw.cand_need_hz[ptc.twins]))
-        else:
-            # servers nearly out of compute are targets of every PT cell (the bounds assume spare compute)
-            tab = _pt_comm_table(problem, ptc, R * unsafe.size // max(1, problem.n_servers))
-            for r in chunks(links.k + unsafe.size):
-                tsrv = np.sort(np.concatenate([links.server[cells[r]].astype(np.int64),
-                                               np.broadcast_to(unsafe, (r.size, unsafe.size))], axis=1), axis=1)
-                kk = tsrv.shape[1]
-                if tab is not None:
-                    tcomm = np.take_along_axis(tab[r], tsrv, axis=1)
-                else:
-                    tcomm = links.comm_at(np.repeat(cells[r], kk), tsrv.ravel()).reshape(r.size, kk)
-                row_of = np.repeat(np.arange(r.size), size[r])
-                tw_r = ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
-                tneed = tw.min_compute_hz[np.repeat(tw_r, kk), tsrv[row_of].ravel()].reshape(-1, kk)
-                put(r, run(r, tsrv, tcomm, tneed))
-    if links.dense:
+            run(r, np.broadcast_to(np.arange(B, dtype=np.int64), (r.size, B)).copy(), links.comm[cells[r]],
+                full[twins_of(r)])
         return out
-    # ---- non-candidate targets: bounds, else a full scan of the cell
+    unsafe = _unsafe_servers(problem, st, ptc)
+    if unsafe.size == 0:
+        r = np.arange(R)
+        run(r, links.server[cells].astype(np.int64), links.comm[cells], tw.cand_need_hz[ptc.twins])
+    else:
+        # servers nearly out of compute are targets of every PT cell (the bounds assume spare compute)
+        tab = _pt_comm_table(problem, ptc, R * unsafe.size // max(1, problem.n_servers))
+        for r in chunks(links.k + unsafe.size):
+            tsrv = np.sort(np.concatenate([links.server[cells[r]].astype(np.int64),
+                                           np.broadcast_to(unsafe, (r.size, unsafe.size))], axis=1), axis=1)
+            run(r, tsrv, *targets(r, tsrv, tab))
+    # ---- non-candidate targets: bounds, else a scan of the servers the bounds do not rule out
     fb = _pt_needs_scan(problem, st, ptc, out, cutoff, hb, tb)
     out.fallback = int(fb.size)
     if fb.size:
-        B = problem.n_servers
         tab = problem.cache.get("pt_comm")  # kept by the unsafe-server pass when it was worth it
-        hb_keep, tb_keep = hb.copy(), tb.copy()
         target = np.minimum(out.zero_dj, cutoff)
         cand_dh = out.dh.copy()
-        sc, nb = float(problem.time_scale), problem.n_servers
-        tmax = float(np.max(np.abs(st.t[np.isfinite(st.t)]))) if np.isfinite(st.t).any() else 0.0
-        cap = max(1, CHUNK_ENTRIES // B)
-        a = 0
-        while a < fb.size:  # chunks of at most CHUNK_ENTRIES (cells or DTs) x servers
-            b = a + max(1, int(np.searchsorted(np.cumsum(size[fb[a:a + cap]]), cap, side="right")))
-            r = fb[a:b]
+        tmax = abs_max_finite(st.t)
+        for r in chunks(problem.n_servers, fb):
             cr = cells[r]
-            tw_r = ptc.twins if r.size == R else ptc.twins[_rows_twins(ptc.off, r)]
-            sub_off = np.r_[0, np.cumsum(size[r])].astype(np.int64)
             # the exact kernel runs only on the servers a bound does not rule out, and no geometry is
             # computed for the others: at a safe server j the cell's DTs displace nobody (hosting there rises
             # by at most its DTs whose least compute at j's class and distance bound is finite) and psi_j can
             # only fall, so the plain move's change at the comm-cost bound is a lower bound of the PT move's
-            low_c = links.lb[cr][:, links.cls]  # (nr, B) comm lower bound of a non-candidate (class, k-th distance)
-            if links.tile_of is not None:
-                low_c = np.maximum(low_c, links.tile_clb[links.tile_of[cr]])
-            n_fin = np.add.reduceat(np.isfinite(tw.need_lb_hz[tw_r]).astype(np.int64), sub_off[:-1], axis=0)
-            dh_ub = (hb_keep[r] - st.hosted[own[r]])[:, None] + n_fin[:, links.cls]
-            m = m_r[r][:, None]
-            t_rem = (tb_keep[r] - st.t[own[r]])[:, None]
-            a_j = st.alpha[None, :] + m
-            with np.errstate(invalid="ignore", over="ignore"):
-                t_add = sc * a_j * (st.comm[None, :] + m * low_c + a_j * st.render[None, :]) - st.t[None, :]
-                low = (t_rem + t_add) / nb
-                low = low - BOUND_SLACK * (np.abs(t_rem) + np.abs(t_add) + tmax) / nb
+            sub_off = np.r_[0, np.cumsum(size[r])].astype(np.int64)
+            n_fin = np.add.reduceat(np.isfinite(tw.need_lb_hz[twins_of(r)]).astype(np.int64), sub_off[:-1], axis=0)
+            dh_ub = (hb[r] - st.hosted[own[r]])[:, None] + n_fin[:, links.cls]
+            low = move_change_lower(links.pair_lower(cr), m_r[r], tb[r] - st.t[own[r]], st.alpha, st.comm,
+                                    st.render, st.t, float(problem.time_scale), problem.n_servers, tmax)
             cd = cand_dh[r][:, None]
             keep = (dh_ub > cd) | ((dh_ub == cd) & (cd > 0)) | ((dh_ub >= 0) & ~(low > target[r][:, None]))
             keep[:, unsafe] = True  # evaluated exactly, as in the first pass
             keep[np.arange(r.size)[:, None], links.server[cr]] = True
             kr, kc = np.nonzero(keep)  # row-major: each row's kept servers in ascending order
             width = np.bincount(kr, minlength=r.size)
-            W = max(1, int(width.max()))
-            ts = np.repeat(own[r][:, None], W, axis=1)  # padding: the own server (no move)
+            ts = np.repeat(own[r][:, None], max(1, int(width.max())), axis=1)  # padding: the own server (no move)
             ts[kr, np.arange(kr.size) - np.repeat(np.cumsum(width) - width, width)] = kc
-            if tab is not None:
-                tcomm = np.take_along_axis(tab[r], ts, axis=1)
-            else:
-                tcomm = links.comm_at(np.repeat(cr, W), ts.ravel()).reshape(r.size, W)
-            row_of = np.repeat(np.arange(r.size), size[r])
-            tneed = tw.min_compute_hz[np.repeat(tw_r, W), ts[row_of].ravel()].reshape(-1, W)
-            put(r, run(r, ts, tcomm, tneed))
-            a = b
-        hb[:], tb[:] = hb_keep, tb_keep
+            run(r, ts, *targets(r, ts, tab), record=False)
     return out
 
 
@@ -620,9 +595,6 @@ def _pt_needs_scan(problem: Problem, st: _State, ptc: _PTCells, cand: _PTBest, c
     R = ptc.size
     cells = ptc.cells
     own = st.cs[cells]
-    budget = render_budget_hz(problem)
-    ncls = links.n_classes
-    size = np.diff(ptc.off)
     # a non-candidate target j hosts at most the group's DTs whose least compute at that distance is finite
     feas = np.isfinite(tw.need_lb_hz[ptc.twins])  # (G, ncls)
     nfeas = np.add.reduceat(feas.astype(np.int64), ptc.off[:-1], axis=0)
@@ -648,7 +620,7 @@ def _pt_needs_scan(problem: Problem, st: _State, ptc: _PTCells, cand: _PTBest, c
             lo = np.maximum(lo, s * m * ta[tt] + s * m * m * (tx[tt] + rmin))
         t_rem = tb - st.t[own]
         low = (t_rem + lo) / nb
-        tmax = float(np.max(np.abs(st.t[np.isfinite(st.t)]))) if np.isfinite(st.t).any() else 0.0
+        tmax = abs_max_finite(st.t)
         low = low - BOUND_SLACK * (np.abs(t_rem) + np.abs(lo) + tmax) / nb
     target = np.minimum(cand.zero_dj, cutoff)
     need = (dh_ub > 0) & (dh_ub >= np.maximum(cand.dh, 0))          # a hosting gain may lie elsewhere

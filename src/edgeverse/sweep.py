@@ -132,19 +132,6 @@ class Range(BaseModel):
 
 
 
-def method_option_names(method: str) -> set[str]:
-    """The options a sweep may give ``method``: its keyword parameters and those of ``solve`` (polish, certify)."""
-    import inspect
-
-    from .methods import METHODS
-
-    names = {"polish", "certify"}
-    for p in inspect.signature(METHODS[method]).parameters.values():
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "problem":
-            names.add(p.name)
-    return names
-
-
 class SweepSpec(BaseModel):
     """A validated sweep file (see the module documentation)."""
 
