@@ -138,3 +138,40 @@ def test_whole_numbers_written_in_exponent_form_are_counts():
     assert get_preset("paper").with_overrides({"twins.count": "1e2"}).twins.count == 100
     with pytest.raises(ScenarioError, match="twins.count: got 150.5"):
         get_preset("paper").with_overrides({"twins.count": 150.5})
+
+
+def test_taken_names_inside_out_are_errors_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "o"
+    (out / "twins.csv").mkdir(parents=True)
+    assert main(["solve", "--preset", "paper", "--method", "snr", "--out", str(out), "--set", "zone.cells=[12,12]"]) != 0
+    assert "twins.csv' is a folder; the solution writes a file of that name there" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["twins.csv"]
+    out2 = tmp_path / "o2"
+    out2.mkdir()
+    (out2 / "paper").write_text("x")
+    assert main(["solve", "--preset", "paper", "--method", "all", "--out", str(out2), "--set", "zone.cells=[12,12]"]) != 0
+    assert "paper' exists and is not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in out2.iterdir()) == ["paper"]  # no method's folder was started
+
+
+def test_more_inputs_refuse_true_and_read_exponent_strings(tmp_path):
+    import pytest
+
+    from edgeverse import get_preset
+    from edgeverse.errors import EdgeverseError, ScenarioError
+    from edgeverse.methods import check_method_options
+    from edgeverse.reproduce import make_plan
+
+    with pytest.raises(ScenarioError, match=r"zone\.cells\[0\]: got True"):
+        get_preset("paper").with_overrides({"zone.cells": [True, 10]})
+    assert check_method_options("optimal", {"n_starts": "1e1", "max_iter": "1e2"}) == {"n_starts": 10, "max_iter": 100}
+    assert check_method_options("paper-damped", {"step": "0.5"}) == {"step": 0.5}
+    with pytest.raises(EdgeverseError, match="names method 'optimal', which is not run"):
+        make_plan(quick=True, methods=["snr"], method_options={"optimal": {"n_starts": 2}})
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"name": "t", "base": "paper", "axes": {"twins.count": [30]}, "seeds": True,
+                                     "methods": ["snr"]}))
+    from edgeverse.sweep import run_sweep
+
+    with pytest.raises(EdgeverseError, match="seeds"):
+        run_sweep(sweep, tmp_path / "out", executor="serial", progress=False)

@@ -44,12 +44,17 @@ def cmd_solve(args) -> int:
         if m not in METHODS:
             raise EdgeverseError(f"--method: got {m!r}; available: {', '.join(METHODS)}, all")
     out = ensure_out_dir(args.out)
+    from .solution import prepare_out_dir
+
+    targets = {m: (out / m if len(methods) > 1 else out) for m in methods}
+    for target in targets.values():  # every folder checked before anything is solved or written
+        prepare_out_dir(target, create=False)
     from .build import build_problem
 
     problem = build_problem(scn)  # gains and per-cell costs once, shared by every method
     for m in methods:
         sol = solve(problem, m, polish=args.polish)
-        target = out / m if len(methods) > 1 else out
+        target = targets[m]
         sol.save(target, figure=not args.no_figure)
         _print(sol.summary())
         if not np.isfinite(sol.objective_ms):

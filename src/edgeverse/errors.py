@@ -23,16 +23,17 @@ class ConvergenceWarning(UserWarning):
     """An iterative method stopped before meeting its tolerance."""
 
 
-def ensure_out_dir(path, option: str = "--out"):
-    """Create the output folder ``path`` (and its parents); a clear error when it cannot be one.
-
-    Returns it as a :class:`pathlib.Path`.
+def ensure_out_dir(path, option: str = "--out", *, create: bool = True):
+    """Create the output folder ``path`` (and its parents; with ``create=False`` only check it); a clear
+    error when it cannot be one.  Returns it as a :class:`pathlib.Path`.
     """
     from pathlib import Path
 
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise EdgeverseError(f"{option}: {str(out)!r} exists and is not a folder; give a folder for the result files")
+    if not create:
+        return out
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

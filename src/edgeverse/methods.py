@@ -257,10 +257,21 @@ def paper_damped(problem: Problem, *, max_iter: int | None = None, step: float =
     return MethodResult(cs, status, it, history, message, extra={"fixed_point_residual": float(history[-1]["residual"])})
 
 # --------------------------------------------------------------------------- method options
+def _as_number(v):
+    """A number written as a string (YAML reads ``1e2`` as one) is read as that number."""
+    if isinstance(v, str):
+        try:
+            return float(v.strip())
+        except ValueError:
+            return v
+    return v
+
+
 def _opt_int(lo: int, none_ok: bool = False):
     def check(v):
         if v is None and none_ok:
             return None
+        v = _as_number(v)
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
                 or not np.isfinite(v) or float(v) != int(v) or int(v) < lo:
             raise ValueError(f"must be an integer >= {lo}" + (" or null" if none_ok else ""))
@@ -270,6 +281,7 @@ def _opt_int(lo: int, none_ok: bool = False):
 
 def _opt_float(lo: float, hi: float = np.inf, lo_open: bool = False):
     def check(v):
+        v = _as_number(v)
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v) \
                 or not ((v > lo) if lo_open else (v >= lo)) or v > hi:
             raise ValueError(f"must be a finite number in {'(' if lo_open else '['}{lo:g}, "

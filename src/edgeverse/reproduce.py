@@ -169,7 +169,11 @@ def make_plan(*, quick: bool = False, methods: Sequence[str] | None = None, seed
     from .methods import check_method_options
 
     opts = {m: check_method_options(m, o, where=f"--method-option {m}") for m, o in opts.items()}
-    opts = {m: o for m, o in opts.items() if m in chosen and o}
+    unused = [m for m, o in opts.items() if o and m not in chosen]
+    if unused:
+        raise EdgeverseError(f"--method-option: names method {unused[0]!r}, which is not run (--methods: "
+                             f"{', '.join(chosen)})")
+    opts = {m: o for m, o in opts.items() if o}
     w = workers if workers is not None else available_workers()
     if w < 1:
         raise EdgeverseError(f"--workers: got {w}; at least 1")

@@ -31,6 +31,25 @@ from scipy.special import ndtr
 from .channel import PATH_LOSS_MODELS
 from .errors import ScenarioError
 
+
+def _no_bool(v):
+    """Integers only: YAML's true / false are not counts or seeds (pydantic would read them as 1 / 0); a
+    number written as a string (YAML reads ``1e3`` as one) is read as that number when it is a whole one."""
+    if isinstance(v, bool):
+        raise ValueError("must be an integer, not true/false")
+    if isinstance(v, str):
+        try:
+            f = float(v.strip())
+        except ValueError:
+            return v
+        if np.isfinite(f) and f == int(f):
+            return int(f)
+    return v
+
+
+_NoBool = BeforeValidator(_no_bool)
+
+
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
@@ -57,7 +76,7 @@ class Zone(_Model):
 
     origin_m: list[Finite] = Field(default=[0.0, 0.0], description="lower corner (x, y[, z]) [m]")
     size_m: list[PosFloat] | None = Field(default=None, description="box edge lengths (x, y[, z]) [m]")
-    cells: list[Annotated[int, Field(ge=1)]] | None = Field(default=None, description="number of cells along each axis")
+    cells: list[Annotated[int, Field(ge=1), _NoBool]] | None = Field(default=None, description="number of cells along each axis")
     auto: ZoneAuto | None = Field(default=None, description="instead of origin/size/cells: the servers' box plus a margin")
 
     @property
@@ -156,22 +175,6 @@ class PointList(_Model):
 _Reproject = Literal["subsample", "corners"]
 
 
-def _no_bool(v):
-    """Integers only: YAML's true / false are not counts or seeds (pydantic would read them as 1 / 0); a
-    number written as a string (YAML reads ``1e3`` as one) is read as that number when it is a whole one."""
-    if isinstance(v, bool):
-        raise ValueError("must be an integer, not true/false")
-    if isinstance(v, str):
-        try:
-            f = float(v.strip())
-        except ValueError:
-            return v
-        if np.isfinite(f) and f == int(f):
-            return int(f)
-    return v
-
-
-_NoBool = BeforeValidator(_no_bool)
 
 
 def _check_crs(v):

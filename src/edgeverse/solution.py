@@ -136,8 +136,7 @@ class Solution:
     # ------------------------------------------------------------------ files
     def save(self, out_dir: str | Path, *, figure: bool = True) -> Path:
         """Write the solution files (atomically: each file appears whole or not at all)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = prepare_out_dir(out_dir)
         atomic_write_text(out / "solution.json", dumps_strict(self.to_dict()))
         atomic_write_text(out / "servers.csv", rows_to_csv(self.server_rows(), SERVER_COLUMNS + (
             ["lon_deg", "lat_deg"] if self.problem.server_lonlat_deg is not None else [])))
@@ -178,6 +177,24 @@ class Solution:
 
 def fmt_ms(x: float) -> str:
     return "inf" if not math.isfinite(x) else f"{x:.4f}"
+
+
+#: The files :meth:`Solution.save` writes into its folder.
+SOLUTION_FILES = ("solution.json", "servers.csv", "twins.csv", "timing.json", "partition.png")
+
+
+def prepare_out_dir(out_dir: str | Path, option: str = "--out", *, create: bool = True) -> Path:
+    """Create a solution folder (``create``; else only check it), or a clear error, before anything is
+    written, when it cannot hold the solution files: the folder is a file, or one of
+    :data:`SOLUTION_FILES` is taken by a folder."""
+    from .errors import ensure_out_dir
+
+    out = ensure_out_dir(out_dir, option, create=create)
+    for name in SOLUTION_FILES:
+        if (out / name).is_dir():
+            raise EdgeverseError(f"{option}: {str(out / name)!r} is a folder; the solution writes a file of that "
+                                 "name there: give another folder or remove it")
+    return out
 
 
 def solve(scenario: Scenario | Problem, method: str, *, polish: bool = False, certify: bool = True,

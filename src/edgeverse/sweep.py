@@ -68,7 +68,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -76,7 +76,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import __version__
 from .errors import EdgeverseError, ScenarioError
 from .store import DB_NAME, ResultStore, encode_axis_value, load_results
-from .scenario import Scenario, get_preset, load_scenario
+from .scenario import _NoBool, Scenario, get_preset, load_scenario
 
 EXECUTORS = ("local", "dask", "serial")
 
@@ -141,7 +141,7 @@ class SweepSpec(BaseModel):
     base_file: str | None = Field(default=None, description="scenario file, relative to the sweep file")
     overrides: dict[str, Any] = Field(default_factory=dict)
     axes: dict[str, Any] = Field(default_factory=dict, description="dotted path -> list of values or Range")
-    seeds: int | list[int] = 1
+    seeds: Annotated[int, _NoBool] | list[Annotated[int, _NoBool]] = 1
     methods: list[str] = Field(min_length=1)
     method_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
