@@ -68,11 +68,16 @@ def test_closed_form_deltas_equal_reevaluation(feasible_small):
     assert checked > 50
 
 
+@pytest.mark.parametrize("descent", [None, "all"])
 @pytest.mark.parametrize("scn_name", ["paper", "feasible"])
-def test_optimal_certificate_and_beats_every_method(paper, feasible_small, scn_name):
+def test_optimal_certificate_and_beats_every_method(paper, feasible_small, scn_name, descent):
     scn = paper.with_overrides({"zone.cells": [40, 40]}) if scn_name == "paper" else feasible_small
     p = build_problem(scn)
-    sol = solve(p, "optimal")
+    sol = solve(p, "optimal", **({"descent": descent} if descent else {}))
+    outer = [h for h in sol.history if h["phase"].startswith("outer")]
+    # default: every start polished, no descent on the masses; "all": every start but Algorithm 1 descends
+    assert bool(outer) == (descent == "all")
+    assert not any(h["phase"] == "outer (paper)" for h in outer)
     assert sol.extra["certificate"]["max_single_move_decrease_rel"] <= 1e-9
     assert sol.extra["certificate"]["hosting_gain_available"] == 0
     for m in METHODS:

@@ -136,6 +136,8 @@ def test_bad_method_options_are_rejected_before_running(tmp_path):
         solve(get_preset("paper"), "snr", foo=1)
     with pytest.raises(EdgeverseError, match=re.escape("optimal.strategy: got 'fast'; must be one of auto")):
         solve(get_preset("paper"), "optimal", strategy="fast")
+    with pytest.raises(EdgeverseError, match=re.escape("optimal.descent: got 'some'; must be one of none, best, all")):
+        solve(get_preset("paper"), "optimal", descent="some")
 
 
 def test_failing_point_is_recorded_and_rerun_computes_nothing(tmp_path, capsys, monkeypatch):

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .build import Problem
-from .evaluate import evaluate_partition, host_twins, objective_from_costs, region_masses, sensing_cost
+from .evaluate import host_twins, objective_from_costs, region_masses, sensing_cost
 from .kernels import argmin_affine
 
 CONVERGED = "converged"
@@ -109,14 +109,11 @@ class QuickEvaluation:
 def quick_evaluate(problem: Problem, cs: np.ndarray):
     """(hosting, evaluation) of a partition for the methods' inner loops.
 
-    On dense problems this is :func:`edgeverse.evaluate.evaluate_partition`
-    itself (the numbers recorded so far are unchanged).  On sparse problems
-    the objective is the F form (:func:`edgeverse.evaluate.objective_from_costs`,
-    the same value up to rounding) and the per-DT tables are skipped; the
-    final solution is always scored by the full evaluator.
+    The objective is the F form (:func:`edgeverse.evaluate.objective_from_costs`,
+    the evaluator's value up to rounding) and the per-DT tables are skipped
+    (a third of the evaluator's time on the presets); the final solution is
+    always scored by the full evaluator.
     """
-    if not problem.sparse:
-        return evaluate_partition(problem, cs)
     h = host_twins(problem, cs)
     obj, _ = objective_from_costs(problem, cs, h.psi)
     return h, QuickEvaluation(obj * 1e3, int(h.hosted.sum()), region_masses(problem, cs), h.psi)
@@ -313,7 +310,7 @@ METHOD_OPTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
                      "min_step": _opt_float(0.0, 1.0, lo_open=True)},
     "optimal": {"max_iter": _opt_int(1, none_ok=True), "rel_tol": _opt_float(0.0), "n_starts": _opt_int(0, none_ok=True),
                 "polish_result": _opt_bool, "strategy": _opt_choice("auto", "multistart", "multilevel"),
-                "direct": _opt_bool, "pt_batch": _opt_bool},
+                "direct": _opt_bool, "pt_batch": _opt_bool, "descent": _opt_choice("none", "best", "all")},
 }
 SOLVE_OPTIONS: dict[str, Callable[[Any], Any]] = {"polish": _opt_bool, "certify": _opt_bool}
 

@@ -1,4 +1,4 @@
-"""The ``optimal`` method: semi-discrete OT partitions with masses chosen by the true gradient.
+"""The ``optimal`` method: single-move local optima from every method's partition, OT descent on the masses.
 
 Algorithm 1's map (14) drops the load term of the objective (MODEL.md item 5).
 Here the objective of (11) is written, for a partition with masses alpha and
@@ -7,21 +7,21 @@ rendering compute psi, as
 .. math:: J = \\frac{s}{B} \\sum_b \\Big( \\alpha_b \\sum_{i \\in a_b} m_i c_{ib} + \\alpha_b^2 r_b \\Big),
    \\qquad r_b = \\Lambda \\rho / \\psi_b,
 
-* **inner problem** - for fixed masses alpha the best partition minimises
-  sum_b alpha_b sum_{i in a_b} m_i c_ib subject to each region holding alpha_b:
-  a semi-discrete optimal transport problem solved on its dual weights w
-  (:func:`edgeverse.partition.solve_semidiscrete`);
-* **outer problem** - by the envelope theorem dJ/dalpha_b = C_b + w_b + 2 alpha_b r_b
-  (C_b = sum_{i in a_b} m_i c_ib); projected-gradient steps on the simplex with a
-  backtracking line search on the evaluator's objective (DT hosting and psi
-  recomputed for every trial partition), so the objective decreases monotonically;
 * **polish** - single-cell moves (:mod:`edgeverse.local_search`) until no move
   improves, which is the first-order condition of the discretised problem
   including the per-server load term; the certificate (largest decrease any
-  single move still offers) is recorded.
-
-The method starts from the best (hosting first, then objective) of the SNR,
-Voronoi and damped-Algorithm-1 partitions, so it is never worse than them.
+  single move still offers) is recorded.  Every start (SNR, Voronoi, damped
+  Algorithm 1, Algorithm 1 as written) is polished and the best kept, so the
+  method is never worse than any of them.
+* **descent on the masses** (option ``descent``; on the coarse level of the
+  multilevel version by default) - for fixed masses alpha the best partition
+  minimises sum_b alpha_b sum_{i in a_b} m_i c_ib subject to each region
+  holding alpha_b: a semi-discrete optimal transport problem solved on its
+  dual weights w (:func:`edgeverse.partition.solve_semidiscrete`).  By the
+  envelope theorem dJ/dalpha_b = C_b + w_b + 2 alpha_b r_b (C_b = sum_{i in a_b}
+  m_i c_ib); projected-gradient steps on the simplex with a backtracking line
+  search on the evaluator's objective (DT hosting and psi recomputed for every
+  trial partition), so the objective decreases monotonically; then the polish.
 """
 
 from __future__ import annotations
@@ -69,22 +69,28 @@ def inner_partition(problem: Problem, alpha: np.ndarray, weights0=None, tol: flo
 
 
 def _descend(problem: Problem, cs: np.ndarray, ev, *, max_iter: int, rel_tol: float, history: list, label: str):
-    """Projected-gradient descent on the masses from partition ``cs``; returns (cs, ev, status, message, iters)."""
+    """Projected-gradient descent on the masses from partition ``cs``; returns (cs, ev, status, message, iters).
+
+    Trial partitions are scored by :func:`edgeverse.methods.quick_evaluate` (the evaluator's objective up to
+    rounding, DT hosting and psi as the evaluator computes them); an accepted trial's inner solution and
+    hosting give the next iteration's gradient (the same masses: it is not solved again).
+    """
+    from .methods import quick_evaluate
+
     alpha = region_masses(problem, cs)
-    weights = None
     step = 0.1
     status, message = MAX_ITER, f"outer loop hit {max_iter} iterations"
     it = 0
     rows = np.arange(problem.n_cells)
+    floor = LINE_SEARCH_FLOOR_CELLS * float(problem.cell_mass.max())
+    res, scale = inner_partition(problem, alpha)
+    alloc, ev_in = quick_evaluate(problem, res.cell_server)
     for it in range(1, max_iter + 1):
-        res, scale = inner_partition(problem, alpha, weights)
-        weights = res.weights
-        alloc, ev_in = evaluate_partition(problem, res.cell_server)
         if _key(ev_in) < _key(ev):
             cs, ev = res.cell_server, ev_in
         comm = np.bincount(res.cell_server, weights=problem.cell_mass * problem.comm_cost_s_per_bit[rows, res.cell_server],
                            minlength=problem.n_servers)
-        r = problem.render_coeff / alloc.psi_hz
+        r = problem.render_coeff / alloc.psi
         grad = comm + res.weights * scale + 2.0 * alpha * r
         active = (alpha > 0) | (grad < grad[alpha > 0].min())
         g = np.where(active, grad - grad[active].mean(), 0.0)
@@ -95,14 +101,18 @@ def _descend(problem: Problem, cs: np.ndarray, ev, *, max_iter: int, rel_tol: fl
         t = step / gnorm
         accepted = False
         for _ in range(12):
+            if t * gnorm < floor:  # a step below the grid's resolution: the polish's single moves do it better
+                break
             trial_alpha = project_simplex(alpha - t * g)
-            tres, _ = inner_partition(problem, trial_alpha, weights)
-            _, tev = evaluate_partition(problem, tres.cell_server)
+            tres, tscale = inner_partition(problem, trial_alpha, res.weights)
+            talloc, tev = quick_evaluate(problem, tres.cell_server)
             if _key(tev) < _key(ev):
-                alpha, cs, ev, weights = trial_alpha, tres.cell_server, tev, tres.weights
+                alpha, res, scale, alloc, ev_in = trial_alpha, tres, tscale, talloc, tev
                 accepted = True
                 break
             t *= 0.5
+        if accepted:
+            cs, ev = res.cell_server, ev_in
         history.append({"iteration": len(history), "phase": f"outer ({label})", "objective_ms": ev.objective_ms,
                         "n_hosted": ev.total_hosted, "alpha": [float(a) for a in ev.alpha],
                         "step": float(t * gnorm), "mass_residual": float(res.mass_residual)})
@@ -117,6 +127,18 @@ def _descend(problem: Problem, cs: np.ndarray, ev, *, max_iter: int, rel_tol: fl
 #: :data:`AUTO_RANDOM_STARTS_MAX_CELLS` cells (each costs milliseconds there; tiny problems have many
 #: local optima), none on larger grids.
 AUTO_RANDOM_STARTS = 4
+#: The line search on the masses stops below a step of this many times the largest cell mass.
+LINE_SEARCH_FLOOR_CELLS = 2.0
+#: Boundary passes per sweep of the multi-start method's polish (see :func:`edgeverse.local_search.polish`;
+#: 0 before: 1.5 times the time, the same local optima within 3e-5 on average on the points above).
+MULTISTART_SWEEP_PASSES = 10
+#: Which starts of the multi-start method descend on the masses when ``descent`` is not given: ``"none"``.
+#: Measured on 80 of the reproduction's points (every 8th (point, seed) of both presets, 50 x 50 cells):
+#: polishing every start without the descent ends within 6e-6 of the descent on every start on average
+#: (the worst point 5.4e-4 higher, the best 2.9e-3 lower: the two reach different local optima) at a sixth
+#: of the time (26 ms against 166 ms a point); docs/performance.md.
+DEFAULT_DESCENT = "none"
+DESCENTS = ("none", "best", "all")
 AUTO_RANDOM_STARTS_MAX_CELLS = 1000
 #: ``strategy="auto"`` runs the multi-start OT method up to this many cells x servers, multilevel above.
 MULTISTART_MAX_ENTRIES = 400_000
@@ -149,20 +171,26 @@ HOSTING_FIRST = True
 @register("optimal")
 def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: float = 1e-10,
                    n_starts: int | None = None, polish_result: bool = True, strategy: str = "auto", direct: bool = True,
-                   pt_batch: bool = True, **kw: Any) -> MethodResult:
-    """Semi-discrete OT inner solve, projected-gradient masses, single-move polish, multi-start (ours).
+                   pt_batch: bool = True, descent: str | None = None, **kw: Any) -> MethodResult:
+    """Multi-start single-move polish, with the semi-discrete OT descent on the masses on request (ours).
 
     Starts: the distinct partitions of SNR, Voronoi, damped Algorithm 1 and
     Algorithm 1 as written, and ``n_starts`` random mass vectors (Dirichlet(1),
     drawn from a generator seeded by the scenario's seed) turned into
-    partitions by the inner OT solve.  Each start descends on the masses and
-    is polished; with ``direct`` (default) each start is also polished as it
-    is (the descent on the masses keeps the DT hosting it finds first, and on
-    busy scenarios the polish alone sometimes ends in a better local optimum;
-    the best of both is kept).  The best result (most DTs hosted, then lowest
-    objective) is returned, so the method is never worse than the methods it
-    starts from.  The polish is the sequential exact one (``mode="sweep"``)
-    with the moves of cells holding PTs batched (``pt_batch``): on the
+    partitions by the inner OT solve.  Every start is polished (single-cell
+    moves until none improves).  ``descent`` chooses which starts also descend
+    on the masses (projected gradient, inner OT solve, then the polish):
+    ``"none"`` (default, :data:`DEFAULT_DESCENT`), ``"best"`` (the best start)
+    or ``"all"`` (every start but Algorithm 1 as written: the method as first
+    built, about six times slower for the same results within 6e-6 on average
+    on the reproduction's points; see :data:`DEFAULT_DESCENT`).  With
+    ``direct`` (default) a start that descends is also polished as it is (the
+    descent keeps the DT hosting it finds first; the polish alone sometimes
+    ends in a better local optimum).  The best result (most DTs hosted, then
+    lowest objective) is returned, so the method is never worse than the
+    methods it starts from.  The polish is the sequential exact one
+    (``mode="sweep"``, :data:`MULTISTART_SWEEP_PASSES` boundary passes) with
+    the moves of cells holding PTs batched (``pt_batch``): on the
     reproduction's points it reaches the same local optima as the batch polish
     within 2e-4 relative, 5-20 times faster (measured; docs/performance.md).
     Random starts (``n_starts``; default :data:`AUTO_RANDOM_STARTS` on grids of
@@ -175,13 +203,16 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
     it level by level with the single-move polish; ``"auto"`` (default) picks
     multistart up to :data:`MULTISTART_MAX_ENTRIES` cells x servers (the
     results on small problems are those of the multi-start method) and
-    multilevel above.
+    multilevel above.  There ``descent="none"`` skips the coarse level's
+    descent, any other value runs it (the default: :data:`COARSE_DESCENT`).
     """
+    if descent is not None and descent not in DESCENTS:
+        raise ValueError(f"optimal: descent must be one of {', '.join(DESCENTS)}; got {descent!r}")
     if strategy not in ("auto", "multistart", "multilevel"):
         raise ValueError(f"optimal: strategy must be auto, multistart or multilevel; got {strategy!r}")
     if strategy == "multilevel" or (strategy == "auto"
                                     and problem.n_cells * problem.n_servers > MULTISTART_MAX_ENTRIES):
-        return multilevel_optimal(problem, max_iter=max_iter, rel_tol=rel_tol, **kw)
+        return multilevel_optimal(problem, max_iter=max_iter, rel_tol=rel_tol, descent=descent, **kw)
     max_iter = max(problem.scenario.solver.max_iter, 100) if max_iter is None else int(max_iter)
     starts: list[tuple[str, np.ndarray]] = []
     for name in ("snr", "voronoi", "paper-damped", "paper"):
@@ -203,20 +234,29 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
         nonlocal best
         n_moves = 0
         if polish_result:
-            cs, n_moves, _ = polish(problem, cs, mode="sweep", pt_batch=pt_batch)
+            cs, n_moves, _ = polish(problem, cs, mode="sweep", pt_batch=pt_batch, passes=MULTISTART_SWEEP_PASSES)
             ev = evaluate_partition(problem, cs)[1]
             history.append({"iteration": len(history), "phase": f"polish ({label})", "objective_ms": ev.objective_ms,
                             "n_hosted": ev.total_hosted, "alpha": [float(a) for a in ev.alpha], "moves": n_moves})
         if best is None or _key(ev) < _key(best[1]):
             best = (cs, ev, status, message, label, n_moves)
 
+    evs = []
     for label, cs0 in starts:
         ev0 = evaluate_partition(problem, cs0)[1]
+        evs.append(ev0)
         history.append({"iteration": len(history), "phase": f"start ({label})", "objective_ms": ev0.objective_ms,
                         "n_hosted": ev0.total_hosted, "alpha": [float(a) for a in ev0.alpha]})
-        if (direct or label == "paper") and polish_result:
+    descent = DEFAULT_DESCENT if descent is None else descent
+    todo = list(zip(starts, evs))
+    descend = {label for (label, _), _ in todo if label != "paper"} if descent == "all" else (
+        {min(todo, key=lambda se: _key(se[1]))[0][0]} if descent == "best" else set())
+    for (label, cs0), ev0 in todo:
+        if (direct or label == "paper" or label not in descend) and polish_result:
             finish(cs0, ev0, f"{label}, polished", CONVERGED, "single-cell polish of the start")
-        if label == "paper":  # Algorithm 1 as written ends far from the optimum: polished only (never worse than it)
+        if label not in descend:  # polished only; Algorithm 1 as written is never descended from (it ends far away)
+            if not polish_result and (best is None or _key(ev0) < _key(best[1])):
+                best = (cs0, ev0, CONVERGED, "a start as it is", label, 0)
             continue
         cs, ev, status, message, it = _descend(problem, cs0, ev0, max_iter=max_iter, rel_tol=rel_tol,
                                                history=history, label=label)
@@ -299,7 +339,7 @@ def _level_chain(problem: Problem) -> list[Problem]:
 
 
 def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol: float = 1e-10,
-                       polish_result: bool = True, **_: Any) -> MethodResult:
+                       polish_result: bool = True, descent: str | None = None, **_: Any) -> MethodResult:
     """City-scale ``optimal``: coarse-to-fine single-move descent started from an OT solution.
 
     1. Coarsen the grid by 2, 4, 8, ... (cell masses summed; the same servers
@@ -339,7 +379,8 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
             best = (cs0, ev0, name)
     cs, ev, label = best
     status, message, total_it = CONVERGED, "", 0
-    if COARSE_DESCENT and coarse.n_cells * coarse.n_servers <= COARSE_OT_ENTRIES and not coarse.sparse:
+    wants = COARSE_DESCENT if descent is None else descent != "none"
+    if wants and coarse.n_cells * coarse.n_servers <= COARSE_OT_ENTRIES and not coarse.sparse:
         cs, ev, status, message, it = _descend(coarse, cs, evaluate_partition(coarse, cs)[1], max_iter=max_iter,
                                                rel_tol=rel_tol, history=history, label=f"{label}, level {len(chain) - 1}")
         total_it += it
