@@ -130,13 +130,13 @@ AUTO_RANDOM_STARTS = 4
 #: The line search on the masses stops below a step of this many times the largest cell mass.
 LINE_SEARCH_FLOOR_CELLS = 2.0
 #: Boundary passes per sweep of the multi-start method's polish (see :func:`edgeverse.local_search.polish`;
-#: 0 before: 1.5 times the time, the same local optima within 3e-5 on average on the points above).
+#: 0 before: 1.5 times the time on 80 of the reproduction's points, and results 3e-5 higher on average).
 MULTISTART_SWEEP_PASSES = 10
 #: Which starts of the multi-start method descend on the masses when ``descent`` is not given: ``"none"``.
-#: Measured on 80 of the reproduction's points (every 8th (point, seed) of both presets, 50 x 50 cells):
-#: polishing every start without the descent ends within 6e-6 of the descent on every start on average
-#: (the worst point 5.4e-4 higher, the best 2.9e-3 lower: the two reach different local optima) at a sixth
-#: of the time (26 ms against 166 ms a point); docs/performance.md.
+#: Measured on 320 of the reproduction's (point, seed) runs (every second one, both presets, 50 x 50 cells),
+#: against the descent from every start as first built: 17 ms against 159 ms a run; the objective 1.3e-4
+#: higher on average, 1.1 % higher at worst and 0.29 % lower at best (the searches reach different local
+#: optima), the same DTs hosted.  ``"all"`` with the present descent: 80 ms, 1e-5 higher on average.
 DEFAULT_DESCENT = "none"
 DESCENTS = ("none", "best", "all")
 AUTO_RANDOM_STARTS_MAX_CELLS = 1000
@@ -182,8 +182,8 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
     on the masses (projected gradient, inner OT solve, then the polish):
     ``"none"`` (default, :data:`DEFAULT_DESCENT`), ``"best"`` (the best start)
     or ``"all"`` (every start but Algorithm 1 as written: the method as first
-    built, about six times slower for the same results within 6e-6 on average
-    on the reproduction's points; see :data:`DEFAULT_DESCENT`).  With
+    built, about five times slower; on the reproduction's points the default
+    ends 1.3e-4 higher on average, 1.1 % at worst; see :data:`DEFAULT_DESCENT`).  With
     ``direct`` (default) a start that descends is also polished as it is (the
     descent keeps the DT hosting it finds first; the polish alone sometimes
     ends in a better local optimum).  The best result (most DTs hosted, then
