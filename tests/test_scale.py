@@ -452,3 +452,30 @@ def test_pair_lookups_in_threaded_chunks_equal_one_call(pair, monkeypatch):
     many = sparse.sensor_snr[r, c]
     assert np.array_equal(one, many) and np.array_equal(sparse.sensor_gain[r, c], np.asarray(dense.sensor_gain).ravel())
     assert np.array_equal(many, np.asarray(dense.sensor_snr).ravel())
+
+
+def test_far_comm_columns_equal_geometry_and_stay_bounded(pair, both_paths, monkeypatch):
+    """A collapsed partition (every cell at one far server) reads whole kept columns: the same values as the
+    geometry, at most COLUMN_CACHE_COLUMNS of them kept; small requests never build a column."""
+    import edgeverse.links as links_mod
+
+    dense, sparse = pair
+    links = sparse.links
+    monkeypatch.setattr(links_mod, "COLUMN_CACHE_COLUMNS", 2)
+    links._columns.clear()
+    n = links.n
+    cells = np.arange(n)
+    rng = np.random.default_rng(0)
+    few = rng.choice(n, 10, replace=False)
+    links.comm_at(few, np.full(10, 3))
+    assert not links._columns  # 10 cells: geometry for those only
+    for b in (0, 7, 19):
+        got = links.comm_at(cells, np.full(n, b))
+        np.testing.assert_array_equal(got, dense.links.comm[:, b])
+        far = links.position(cells, np.full(n, b)) < 0
+        np.testing.assert_array_equal(got[far], links.comm_pairs(cells[far], np.full(int(far.sum()), b)))
+    assert list(links._columns) == [7, 19]  # the oldest (0) dropped
+    # a mixed request: the kept columns serve their servers, the rest comes from the geometry
+    srv = rng.integers(0, links.n_servers, n)
+    np.testing.assert_array_equal(links.comm_at(cells, srv), dense.links.comm[cells, srv])
+    links._columns.clear()

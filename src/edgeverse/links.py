@@ -45,6 +45,11 @@ DEFAULT_CANDIDATES = 16
 CHUNK_ENTRIES = 1 << 20
 #: Relative safety margin of every lower bound (rounding of the bound chain).
 BOUND_SLACK = 1e-9
+#: Non-candidate comm costs asked for at least this share of the cells at one server (a partition that
+#: sends much of the zone to one far server, as Algorithm 1's collapse does) are computed for the whole
+#: column once and kept, for at most COLUMN_CACHE_COLUMNS servers (n floats each; oldest dropped first).
+COLUMN_MIN_SHARE = 0.25
+COLUMN_CACHE_COLUMNS = 4
 
 
 def n_threads() -> int:
@@ -223,6 +228,7 @@ class CellLinks:
     tile_of: np.ndarray | None = None   # (n,) tile of each cell (2D grids), see build_tiles
     tile_clb: np.ndarray | None = None  # (n_tiles, B) comm lower bound over a tile; inf where every cell's candidate
     _tile_comm_lower: np.ndarray | None = field(default=None, init=False, repr=False)  # see tile_comm_lower
+    _columns: dict = field(default_factory=dict, init=False, repr=False)  # server -> (n,) comm, see comm_at
 
     @property
     def dense(self) -> bool:
@@ -316,7 +322,37 @@ class CellLinks:
             ok = pos >= 0
             out[ok] = self.comm[cells[ok], pos[ok]]
         if not ok.all():
-            out[~ok] = self.comm_pairs(cells[~ok], servers[~ok])
+            out[~ok] = self._far_comm(cells[~ok], servers[~ok])
+        return out
+
+    def comm_column(self, server: int) -> np.ndarray:
+        """(n,) comm cost of every cell at ``server`` from the geometry (chunked), kept for reuse (see
+        :data:`COLUMN_MIN_SHARE`); the values are those of :meth:`comm_pairs`."""
+        b = int(server)
+        col = self._columns.pop(b, None)
+        if col is None:
+            col = np.empty(self.n)
+            for a in range(0, self.n, CHUNK_ENTRIES):
+                e = min(self.n, a + CHUNK_ENTRIES)
+                col[a:e] = self.comm_pairs(np.arange(a, e), np.full(e - a, b))
+            while len(self._columns) >= COLUMN_CACHE_COLUMNS:
+                self._columns.pop(next(iter(self._columns)))
+        self._columns[b] = col  # the most recently used last
+        return col
+
+    def _far_comm(self, cells: np.ndarray, servers: np.ndarray) -> np.ndarray:
+        """comm_pairs for non-candidate pairs, read from the kept columns where there are, or worth, some."""
+        out = np.empty(cells.shape)
+        todo = np.ones(cells.shape, dtype=bool)
+        if self._columns or cells.size >= COLUMN_MIN_SHARE * self.n:
+            counts = np.bincount(servers.reshape(-1), minlength=self.n_servers)
+            for b in np.flatnonzero(counts):
+                if b in self._columns or counts[b] >= COLUMN_MIN_SHARE * self.n:
+                    sel = servers == b
+                    out[sel] = self.comm_column(b)[cells[sel]]
+                    todo &= ~sel
+        if todo.any():
+            out[todo] = self.comm_pairs(cells[todo], servers[todo])
         return out
 
     def assigned_comm(self, cs: np.ndarray) -> np.ndarray:
