@@ -123,3 +123,6 @@ def test_solve_polish_flag(feasible_small):
     assert b.objective_ms < a.objective_ms
     assert b.extra["polish"]["objective_before_ms"] == pytest.approx(a.objective_ms)
     assert a.extra["certificate"]["max_single_move_decrease_rel"] > 1e-6
+    # the polished result is a converged local optimum (the method's own status kept beside it), certified anew
+    assert (a.status, b.status, b.extra["polish"]["method_status"]) == ("closed_form", "converged", "closed_form")
+    assert b.extra["certificate"]["max_single_move_decrease_rel"] <= 1e-9

@@ -476,7 +476,8 @@ def test_stray_row_and_far_projection_centre_are_clear_errors(tmp_path):
     (tmp_path / "sites.csv").write_text(stray)
     f = write_yaml(tmp_path / "s.yaml", small_scenario(servers={
         "sites": {"file": "sites.csv", "format": "lonlat", "name_col": "name"}}))
-    with pytest.raises(ScenarioError, match=r"sites\.csv: row 4 \(lon 45\.75, lat 4\.91\) is [0-9,]+ km from the "
+    with pytest.raises(ScenarioError, match=r"invalid scenario:\n  servers\.sites\.file: .*"
+                                            r"sites\.csv: row 4 \(lon 45\.75, lat 4\.91\) is [0-9,]+ km from the "
                                             r"median.*lon and lat swapped"):
         load_scenario(f)
     (tmp_path / "sites.csv").write_text(LONLAT_SITES)

@@ -80,7 +80,13 @@ def test_points_columns_and_row_count(tiny):
 def test_points_csv_is_reproducible(tiny, tmp_path):
     """Same plan on one preset, one worker instead of two: the same rows apart from the wall-time column."""
     out, _ = tiny
+    # an earlier run in the same folder with the other preset: its figures must not stay beside these results
+    for fig in ("fig2", "fig3", "fig4"):
+        (tmp_path / f"{fig}_paper.png").write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("mine")
     reproduce(tmp_path, progress=False, workers=1, calibration_study=False, presets=["paper-calibrated"], **TINY)
+    assert not list(tmp_path.glob("fig*_paper.png")) and len(list(tmp_path.glob("fig*_paper-calibrated.png"))) == 3
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
     def strip(path):
         return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in _read(path)
@@ -319,6 +325,20 @@ def test_plan_validation_and_baseline():
     assert given.method_options == {"optimal": {"n_starts": 2}}
     with pytest.raises(EdgeverseError, match="--method-option: got method 'nope'"):
         make_plan(method_options={"nope": {"x": 1}})
+    for kw, opt in (("methods", "--methods"), ("k_values", "--k-values"), ("sigma_values_m", "--sigma-values")):
+        with pytest.raises(EdgeverseError, match=f"{opt}: got an empty list"):
+            make_plan(**{kw: []})
+
+
+def test_empty_or_bad_list_options_are_errors(capsys, tmp_path):
+    from edgeverse.cli import main
+
+    for argv, msg in ((["--k-values", ""], "--k-values: got ''; give at least one value"),
+                      (["--methods", " , "], "--methods: got ' , '; give at least one value"),
+                      (["--sigma-values", "1,x"], "--sigma-values: expected a comma-separated list of numbers")):
+        assert main(["reproduce", "--quick", "--no-progress", "--out", str(tmp_path / "o"), *argv]) != 0
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_one_seed_claims_no_significance(tmp_path):

@@ -1191,7 +1191,8 @@ def read_density_geotiff(
         file_crs = src.crs.to_string() if src.crs else None
     if crs == "file":
         if file_crs is None:
-            raise ScenarioError(f"{p}: the raster has no CRS; pass crs='EPSG:...' (or crs=None for the zone's local frame)")
+            raise ScenarioError(f"{p}: the raster has no CRS; set crs to one (e.g. 'EPSG:2154'), or to null when "
+                                  "the raster is already in the zone's local metre frame")
         crs = file_crs
     arr = np.ma.filled(data.astype(float), 0.0)  # nodata and masked pixels -> 0
     nrows, ncols = arr.shape
@@ -1446,11 +1447,11 @@ def read_twins_csv(
     use_xy = x_col is not None or y_col is not None
     use_ll = lon_col is not None or lat_col is not None
     if use_xy and use_ll:
-        raise ScenarioError("read_twins_csv: give x_col/y_col or lon_col/lat_col, not both")
+        raise ScenarioError("give x_col/y_col or lon_col/lat_col, not both")
     if use_xy and (x_col is None or y_col is None):
-        raise ScenarioError(f"read_twins_csv: got x_col={x_col!r}, y_col={y_col!r}; give both")
+        raise ScenarioError(f"got x_col={x_col!r}, y_col={y_col!r}; give both")
     if use_ll and (lon_col is None or lat_col is None):
-        raise ScenarioError(f"read_twins_csv: got lon_col={lon_col!r}, lat_col={lat_col!r}; give both")
+        raise ScenarioError(f"got lon_col={lon_col!r}, lat_col={lat_col!r}; give both")
     if not (use_xy or use_ll):
         has = set(table.header)
         auto_xy, auto_ll = {"x", "y"} <= has, {"lon", "lat"} <= has

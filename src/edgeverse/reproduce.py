@@ -134,6 +134,10 @@ def make_plan(*, quick: bool = False, methods: Sequence[str] | None = None, seed
               calibration_study: bool = True, method_options: dict[str, dict[str, Any]] | None = None) -> Plan:
     """Validate the options and build a :class:`Plan` (defaults: full or quick mode)."""
     notes: list[str] = []
+    for opt, given in (("--methods", methods), ("--presets", presets), ("--k-values", k_values),
+                       ("--sigma-values", sigma_values_m)):
+        if given is not None and len(given) == 0:
+            raise EdgeverseError(f"{opt}: got an empty list; give at least one value, or leave it out for the default")
     known = list(METHODS)
     chosen = list(methods) if methods else known
     for m in chosen:
@@ -1546,6 +1550,11 @@ def reproduce(out_dir: str | Path = "reproduction", *, plan: Plan | None = None,
                  plot_fig4(summary, plan, preset, out / f"fig4_{preset}.png")]
         files += paths
         fig_files[preset] = [p.name for p in paths]
+    # figures an earlier run left here for presets not run this time would pass for results of this one
+    for other in preset_names():
+        if other not in plan.presets:
+            for fig in ("fig2", "fig3", "fig4"):
+                (out / f"{fig}_{other}.png").unlink(missing_ok=True)
     wall = time.perf_counter() - t0
     report = out / "REPORT.md"
     write_report(report, plan=plan, summary=summary, rows=rows, claims=claims, cal_table=cal_table, wall_s=wall,
@@ -1555,14 +1564,18 @@ def reproduce(out_dir: str | Path = "reproduction", *, plan: Plan | None = None,
 
 
 # --------------------------------------------------------------------------- CLI
-def _csv_list(text: str | None, conv=str) -> list | None:
+def _csv_list(text: str | None, conv=str, name: str = "") -> list | None:
+    """``"a, b"`` -> ``["a", "b"]`` (converted); None when the option was not given, an error when it is empty."""
     if text is None:
         return None
     items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise EdgeverseError(f"{name}: got {text!r}; give at least one value (comma-separated), "
+                             "or leave the option out for the default")
     try:
         return [conv(x) for x in items]
     except ValueError:
-        raise EdgeverseError(f"expected a comma-separated list of numbers, got {text!r}") from None
+        raise EdgeverseError(f"{name}: expected a comma-separated list of numbers, got {text!r}") from None
 
 
 def _method_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
@@ -1584,9 +1597,11 @@ def cmd_reproduce(args) -> int:
     argv = " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("edgeverse", "__main__.py")) else ""
     res = reproduce(
         args.out, progress=not args.no_progress, command=f"edgeverse {argv}".strip() or "edgeverse reproduce",
-        quick=args.quick, methods=_csv_list(args.methods), seeds=args.seeds, presets=_csv_list(args.presets),
-        workers=args.workers, grid_cells=args.grid, k_values=_csv_list(args.k_values, int),
-        sigma_values_m=_csv_list(args.sigma_values, float), calibration_study=not args.no_calibration_study,
+        quick=args.quick, methods=_csv_list(args.methods, name="--methods"), seeds=args.seeds,
+        presets=_csv_list(args.presets, name="--presets"), workers=args.workers, grid_cells=args.grid,
+        k_values=_csv_list(args.k_values, int, "--k-values"),
+        sigma_values_m=_csv_list(args.sigma_values, float, "--sigma-values"),
+        calibration_study=not args.no_calibration_study,
         method_options=_method_options(args.method_option),
     )
     print(f"reproduction finished in {res.wall_time_s:.1f} s ({len(res.rows)} points, {res.plan.workers} workers)")
@@ -1621,7 +1636,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--k-values", help="comma-separated K values for Fig. 3")
     s.add_argument("--sigma-values", help="comma-separated sigma values [m] for Fig. 4")
     s.add_argument("--no-calibration-study", action="store_true", help="skip the study of alternative calibrations")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--no-progress", "--quiet", dest="no_progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_reproduce)
     return s
 

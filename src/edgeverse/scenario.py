@@ -828,7 +828,7 @@ def _great_circle_km(lon0, lat0, lon, lat) -> np.ndarray:
 def _check_spread(center, tables, *, given: bool) -> None:
     """A clear error when a lon/lat row lies far from the others or from a given projection centre."""
     lim = MAX_PROJECTION_RADIUS_KM
-    for t in tables:
+    for field, t in tables:
         lon, lat = np.asarray(t.lon_deg, dtype=float), np.asarray(t.lat_deg, dtype=float)
         if lon.size == 0:
             continue
@@ -837,9 +837,9 @@ def _check_spread(center, tables, *, given: bool) -> None:
         k = int(np.argmax(d_med))
         row = int(t.source_rows[k]) if t.source_rows is not None else k + 1
         if d_med[k] > lim:
-            raise ScenarioError(f"{t.path}: row {row} (lon {lon[k]:.6g}, lat {lat[k]:.6g}) is {d_med[k]:,.0f} km from the "
-                                f"median of the rows (lon {med_lon:.6g}, lat {med_lat:.6g}); at most {lim:g} km are "
-                                "allowed: a stray row, or lon and lat swapped in it?")
+            _fail(field, f"{t.path}: row {row} (lon {lon[k]:.6g}, lat {lat[k]:.6g}) is {d_med[k]:,.0f} km from the "
+                  f"median of the rows (lon {med_lon:.6g}, lat {med_lat:.6g}); at most {lim:g} km are "
+                  "allowed: a stray row, or lon and lat swapped in it?")
         d_c = _great_circle_km(float(center[0]), float(center[1]), lon, lat)
         k = int(np.argmax(d_c))
         if given and d_c[k] > lim:
@@ -866,7 +866,8 @@ def _resolve_projection(scn: Scenario, sites, twin_table, out: dict):
         c = _read("geo", geo.projection_for_points, lonlat_src.lon_deg, lonlat_src.lat_deg, kind="local")
         center = [c.lon0_deg, c.lat0_deg]
     _check_center(center)
-    _check_spread(center, [t for t in (sites, twin_table) if t is not None and t.lon_deg is not None],
+    _check_spread(center, [(f, t) for f, t in (("servers.sites.file", sites), ("twins.positions.file", twin_table))
+                           if t is not None and t.lon_deg is not None],
                   given=g.center_lonlat_deg is not None)
     out["geo"] = {"projection": g.projection, "center_lonlat_deg": [float(center[0]), float(center[1])]}
     if g.projection == "utm":

@@ -26,7 +26,7 @@ from . import __version__
 from .build import Problem, build_problem
 from .errors import EdgeverseError, ScenarioError
 from .evaluate import Allocation, Evaluation, evaluate, evaluate_partition
-from .methods import METHODS, MethodResult
+from .methods import CONVERGED, METHODS, MethodResult
 from .scenario import Scenario
 
 SERVER_COLUMNS = [
@@ -231,7 +231,10 @@ def solve(scenario: Scenario | Problem, method: str, *, polish: bool = False, ce
 
         before = evaluate_partition(problem, cs)[1].objective_ms
         cs, n_moves, _ = _polish(problem, cs)
-        extra["polish"] = {"objective_before_ms": before, "moves": int(n_moves)}
+        # the polish runs until no single move improves: the polished partition is a converged result (the
+        # method's own status is kept beside it); a certificate the method made describes its partition, not this
+        extra["polish"] = {"objective_before_ms": before, "moves": int(n_moves), "method_status": res.status}
+        extra.pop("certificate", None)
         message += f"; polished with {n_moves} single-cell moves"
         name = f"{method}+polish"
     alloc, ev = evaluate_partition(problem, cs)
@@ -240,7 +243,8 @@ def solve(scenario: Scenario | Problem, method: str, *, polish: bool = False, ce
         from .local_search import certificate
 
         extra["certificate"] = certificate(problem, cs).to_dict()
-    return Solution(name, problem, cs, alloc, ev, res.status, res.iterations, res.history, message, extra, wall)
+    status = CONVERGED if polish else res.status
+    return Solution(name, problem, cs, alloc, ev, status, res.iterations, res.history, message, extra, wall)
 
 
 # ---------------------------------------------------------------------- I/O helpers

@@ -841,7 +841,7 @@ def add_cli(subparsers) -> None:
     s.add_argument("--summary-only", action="store_true", help="only summarise (fails if points are missing)")
     s.add_argument("--no-plots", action="store_true", help="with --summary: the CSV only")
     s.add_argument("--retry-errors", action="store_true", help="recompute the points stored with an error")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sweep)
 
 
