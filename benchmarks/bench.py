@@ -172,11 +172,15 @@ def main(argv=None) -> int:
     ap.add_argument("--cases", default="paper,paper-calibrated,city,metro,scaling",
                     help="comma-separated cases or groups (" + ", ".join(list(CASES) + list(GROUPS)) + ")")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (scaling: snr,paper)")
-    ap.add_argument("--json", help="write one JSON object per line to this file")
+    ap.add_argument("--json", metavar="FILE", help="write one JSON object per line to this file")
     ap.add_argument("--repeat", type=int, default=5, help="solves per small case (median reported)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per (case, method)")
     ap.add_argument("--worker", nargs=2, metavar=("CASE", "METHOD"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error(f"--repeat: got {args.repeat}; at least 1 solve per case")
+    if args.timeout <= 0:
+        ap.error(f"--timeout: got {args.timeout}; must be > 0 seconds")
     if args.worker:
         print(json.dumps(worker(args.worker[0], args.worker[1], args.repeat)))
         return 0

@@ -114,9 +114,9 @@ def test_unknown_crs_names_the_field(tmp_path):
 def test_set_applies_to_the_file_before_validation(tmp_path, capsys):
     """--set completes or repairs a scenario file that is invalid on its own (it edits the file as written)."""
     f = tmp_path / "s.yaml"
-    f.write_text("base: paper\ntwins: {count: 0}\nzone: {cells: [20, 20]}\n")
+    f.write_text("base: paper\ntwins: {count: -3}\nzone: {cells: [20, 20]}\n")
     assert main(["solve", str(f), "--method", "snr", "--out", str(tmp_path / "o"), "--no-figure"]) != 0
-    assert "twins.count: got 0" in capsys.readouterr().err
+    assert "twins.count: got -3" in capsys.readouterr().err
     assert main(["solve", str(f), "--method", "snr", "--out", str(tmp_path / "o"), "--no-figure",
                  "--set", "twins.count=10"]) == 0
     assert "DTs hosted 0/10" in capsys.readouterr().out
@@ -175,3 +175,24 @@ def test_more_inputs_refuse_true_and_read_exponent_strings(tmp_path):
 
     with pytest.raises(EdgeverseError, match="seeds"):
         run_sweep(sweep, tmp_path / "out", executor="serial", progress=False)
+
+
+def test_solve_method_options_and_bad_out(tmp_path, capsys):
+    import json
+
+    from edgeverse.cli import main
+
+    out = tmp_path / "o"
+    argv = ["solve", "--preset", "paper", "--set", "zone.cells=[16,16]", "--method", "optimal", "--no-figure",
+            "--out", str(out)]
+    assert main(argv + ["--method-option", "optimal.descent=all"]) == 0
+    hist = json.loads((out / "solution.json").read_text())["history"]
+    assert any(h["phase"].startswith("outer") for h in hist)  # the descent on the masses ran
+    capsys.readouterr()
+    for extra, msg in ((["--method-option", "optimal.descent=fast"], "optimal.descent: got 'fast'; must be one of"),
+                       (["--method-option", "paper.max_iter=3"], "names method 'paper', which is not run"),
+                       (["--method-option", "optimal"], "expected METHOD.OPTION=VALUE")):
+        assert main(argv + extra) != 0
+        assert msg in capsys.readouterr().err
+    assert main(["solve", "--preset", "paper", "--method", "snr", "--out", ""]) != 0
+    assert "--out: got ''; give a folder" in capsys.readouterr().err

@@ -33,7 +33,7 @@ BAD = [
     ({"sensing.n_sensors": "lots"}, r"sensing\.n_sensors: got 'lots'; input should be a valid number"),
     ({"sensing.slot": 1e-3}, r"sensing\.slot: unknown field"),
     ({"channel.model": "hata"}, r"channel\.model: got 'hata'; input should be 'free_space', '3gpp_uma_los'"),
-    ({"twins.count": -1}, r"twins\.count: got -1; input should be greater than or equal to 1"),
+    ({"twins.count": -1}, r"twins\.count: got -1; input should be greater than or equal to 0"),
     ({"twins.positions.components.0.mean_m": [9e6, 9e6]}, r"twins\.positions\.components\[0\]: .* integrates to 0 over the zone"),
     ({"model.min_render_fraction": 1.0}, r"model\.min_render_fraction: got 1\.0; input should be less than 1"),
 ]

@@ -203,3 +203,25 @@ def test_3d_map_draws_every_dt_once(paper, tmp_path, monkeypatch):
     monkeypatch.setattr(plt.Figure, "savefig", spy)
     save_partition_map(sol, tmp_path / "m.png")
     assert len(drawn) == 4 and sum(drawn) == 40 and all(n > 0 for n in drawn)
+
+
+@pytest.mark.parametrize("candidates", [None, 6])
+def test_zero_twins_sub_metaverses_only(tmp_path, candidates):
+    """twins.count = 0: the sub-metaverse problem alone, every method, dense and sparse; files and reload work."""
+    from edgeverse.build import build_problem
+    from edgeverse.methods import METHODS
+    from edgeverse.solution import load_solution, solve
+    from edgeverse.synthetic import city_scenario
+
+    scn = city_scenario(24, 10, 10, side_m=4000.0, seed=1).with_overrides({"twins.count": 0})
+    p = build_problem(scn, candidates=candidates)
+    assert p.twins.n == 0 and p.sparse == (candidates is not None)
+    objs = {}
+    for m in METHODS:
+        sol = solve(p, m)
+        assert np.isfinite(sol.objective_ms) and sol.n_hosted == 0 and not sol.evaluation.violations
+        objs[m] = sol.objective_ms
+    assert objs["optimal"] <= min(objs.values()) * (1 + 1e-12)
+    sol.save(tmp_path)
+    assert (tmp_path / "twins.csv").read_text().count("\n") == 1  # the header only
+    assert load_solution(tmp_path).objective_ms == pytest.approx(sol.objective_ms, rel=1e-12)

@@ -20,7 +20,7 @@ from edgeverse import get_preset
 from edgeverse.cli import main
 from edgeverse.errors import EdgeverseError, ScenarioError
 from edgeverse.store import DB_NAME
-from edgeverse.sweep import Range, expand, load_results, run_sweep, summarize
+from edgeverse.sweep import Range, expand, load_results, load_sweep, run_sweep, summarize
 
 SMALL = {"zone.cells": [20, 20]}
 
@@ -250,3 +250,34 @@ def test_dask_local_cluster_matches_local_executor(tmp_path):
     a, b = table(tmp_path / "local"), table(tmp_path / "dask")
     assert a.objective_ms.tolist() == b.objective_ms.tolist()  # bit for bit
     assert a.equals(b)
+
+
+def test_axis_numbers_written_with_exponents_are_numbers(tmp_path):
+    """PyYAML reads 5e6 as a string; the axis values (and so the results' columns) are numbers all the same."""
+    path = tmp_path / "s.yaml"
+    path.write_text("name: t\nbase: paper\noverrides: {zone.cells: [12, 12]}\nseeds: 1\nmethods: [snr]\n"
+                    "axes:\n  servers.sensor_bandwidth_hz: [5e6, 1e7]\n"
+                    "  servers.compute_hz: [[8e9, 8e9, 16e9, 16e9]]\n", encoding="utf-8")
+    sw = load_sweep(path)
+    assert sw.axes["servers.sensor_bandwidth_hz"] == [5e6, 1e7]
+    assert sw.axes["servers.compute_hz"] == [[8e9, 8e9, 16e9, 16e9]]
+    run_sweep(path, tmp_path / "out", executor="serial", progress=False)
+    df = load_results(tmp_path / "out")
+    assert df["servers.sensor_bandwidth_hz"].dtype.kind == "f"
+    assert sorted(df["servers.sensor_bandwidth_hz"].unique()) == [5e6, 1e7]
+
+
+def test_bad_or_unreachable_scheduler_is_a_clear_error_and_leaves_nothing(tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+
+    def refused(address, **_):  # what Client raises after its timeout when nobody listens (30 s): at once here
+        raise OSError(f"Timed out trying to connect to {address}")
+
+    monkeypatch.setattr(distributed, "Client", refused)
+    path = write_sweep(tmp_path, seeds=1, methods=["snr"])
+    for addr in ("notaurl", "tcp://host:port"):
+        with pytest.raises(EdgeverseError, match=re.escape(f"--scheduler: got {addr!r}; give the address")):
+            run_sweep(path, tmp_path / "o", executor="dask", scheduler=addr, progress=False)
+    with pytest.raises(EdgeverseError, match="cannot connect to a Dask scheduler"):
+        run_sweep(path, tmp_path / "o", executor="dask", scheduler="tcp://127.0.0.1:1", progress=False)
+    assert not (tmp_path / "o").exists()  # no empty results.sqlite / sweep.json left behind

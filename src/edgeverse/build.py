@@ -189,8 +189,8 @@ def build_twins(scenario: Scenario, grid: Grid, servers_xy, servers_h, noise_psd
     return Twins(
         positions_m=positions, type_index=types, cell=grid.cell_of(positions) if k else np.zeros(0, dtype=int),
         intensity_hz=mu, tx_power_w=zeta, data_size_bits=d_bits, bandwidth_hz=w_hz,
-        complexity_cycles_per_bit=gamma, rate_bps=rate.reshape(k, -1), upload_time_s=upload.reshape(k, -1),
-        min_compute_hz=phi_min.reshape(k, -1),
+        complexity_cycles_per_bit=gamma, rate_bps=rate.reshape(k, servers_xy.shape[0]),
+        upload_time_s=upload.reshape(k, servers_xy.shape[0]), min_compute_hz=phi_min.reshape(k, servers_xy.shape[0]),
     )
 
 

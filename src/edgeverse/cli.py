@@ -43,6 +43,15 @@ def cmd_solve(args) -> int:
     for m in methods:
         if m not in METHODS:
             raise EdgeverseError(f"--method: got {m!r}; available: {', '.join(METHODS)}, all")
+    from .methods import check_method_options, parse_method_options
+
+    options = parse_method_options(args.method_option)
+    for m, o in options.items():
+        if m not in METHODS:
+            raise EdgeverseError(f"--method-option: got method {m!r}; available methods: {', '.join(METHODS)}")
+        if m not in methods:
+            raise EdgeverseError(f"--method-option: names method {m!r}, which is not run (--method {args.method})")
+        options[m] = check_method_options(m, o, where=f"--method-option {m}", solve_options=False)
     out = ensure_out_dir(args.out)
     from .solution import prepare_out_dir
 
@@ -53,7 +62,7 @@ def cmd_solve(args) -> int:
 
     problem = build_problem(scn)  # gains and per-cell costs once, shared by every method
     for m in methods:
-        sol = solve(problem, m, polish=args.polish)
+        sol = solve(problem, m, polish=args.polish, **options.get(m, {}))
         target = targets[m]
         sol.save(target, figure=not args.no_figure)
         _print(sol.summary())
@@ -167,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a field by dotted path")
     s.add_argument("--polish", action="store_true",
                    help="pass the result through the single-cell-move local search (fair comparisons)")
+    s.add_argument("--method-option", action="append", metavar="METHOD.OPTION=VALUE",
+                   help="option passed to a method, e.g. optimal.descent=all (repeatable; see the README's table)")
     s.add_argument("--no-figure", action="store_true", help="skip the partition map PNG")
     s.set_defaults(func=cmd_solve)
 

@@ -29,6 +29,8 @@ def ensure_out_dir(path, option: str = "--out", *, create: bool = True):
     """
     from pathlib import Path
 
+    if not str(path).strip():
+        raise EdgeverseError(f"{option}: got {str(path)!r}; give a folder for the result files (e.g. out/run1)")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise EdgeverseError(f"{option}: {str(out)!r} exists and is not a folder; give a folder for the result files")

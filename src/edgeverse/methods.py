@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -313,6 +313,30 @@ METHOD_OPTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
                 "direct": _opt_bool, "pt_batch": _opt_bool, "descent": _opt_choice("none", "best", "all")},
 }
 SOLVE_OPTIONS: dict[str, Callable[[Any], Any]] = {"polish": _opt_bool, "certify": _opt_bool}
+
+
+def parse_method_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """``["optimal.n_starts=4", ...]`` (the CLI's ``--method-option``) -> ``{"optimal": {"n_starts": 4}}``.
+
+    Values are read as YAML (``4``, ``true``, ``best``); names and values are checked later, by
+    :func:`check_method_options`.
+
+    >>> parse_method_options(["optimal.descent=best", "paper-damped.step=0.25"])
+    {'optimal': {'descent': 'best'}, 'paper-damped': {'step': 0.25}}
+    """
+    import yaml
+
+    from .errors import EdgeverseError
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        method, dot, opt = key.strip().rpartition(".")
+        if not sep or not dot or not method or not opt:
+            raise EdgeverseError(f"--method-option {item!r}: expected METHOD.OPTION=VALUE, "
+                                 "e.g. --method-option optimal.n_starts=4")
+        out.setdefault(method, {})[opt] = yaml.safe_load(value)
+    return out
 
 
 def check_method_options(method: str, options: dict[str, Any] | None, where: str | None = None,

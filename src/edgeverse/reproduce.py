@@ -43,7 +43,7 @@ import numpy as np
 
 from . import __version__
 from .errors import EdgeverseError
-from .methods import METHODS
+from .methods import METHODS, parse_method_options
 from .optimal import AUTO_RANDOM_STARTS_MAX_CELLS
 from .points import run_point
 from .scenario import get_preset, preset_names, set_by_path
@@ -1305,7 +1305,9 @@ def write_report(path: Path, *, plan: Plan, summary: list[dict], rows: list[dict
              "list columns hold one value per server S1..S4 separated by `;`; `wall_time_s` is the only "
              "run-dependent column)",
              "`summary.csv`: statistics per point and method (" + ", ".join(f"`{c}`" for c in SUMMARY_COLUMNS) + ")",
-             "`calibration.csv`: the calibration study, every variant, K, method and seed"]
+             ]
+    if plan.calibration_study:
+        files.append("`calibration.csv`: the calibration study, every variant, K, method and seed")
     files += [f"`{f}`" for fs in fig_files.values() for f in fs]
     add("\n".join(f"- {f}" for f in files) + "\n")
     atomic_write_text(path, "\n".join(L))
@@ -1526,10 +1528,14 @@ def reproduce(out_dir: str | Path = "reproduction", *, plan: Plan | None = None,
     cal_rows = calibration_rows(cal_res)
     cal_table = calibration_table(cal_rows)
 
-    files = [out / "points.csv", out / "summary.csv", out / "calibration.csv"]
+    files = [out / "points.csv", out / "summary.csv"]
     atomic_write_text(files[0], rows_to_csv(rows, POINT_COLUMNS))
     atomic_write_text(files[1], rows_to_csv(summary, SUMMARY_COLUMNS))
-    atomic_write_text(files[2], rows_to_csv(cal_rows, CALIBRATION_COLUMNS))
+    if plan.calibration_study:
+        files.append(out / "calibration.csv")
+        atomic_write_text(files[2], rows_to_csv(cal_rows, CALIBRATION_COLUMNS))
+    else:  # an earlier run's study would pass for this run's
+        (out / "calibration.csv").unlink(missing_ok=True)
 
     from .solution import solve
 
@@ -1578,21 +1584,6 @@ def _csv_list(text: str | None, conv=str, name: str = "") -> list | None:
         raise EdgeverseError(f"{name}: expected a comma-separated list of numbers, got {text!r}") from None
 
 
-def _method_options(items: Sequence[str] | None) -> dict[str, dict[str, Any]]:
-    """``["optimal.n_starts=4", ...]`` -> ``{"optimal": {"n_starts": 4}}`` (YAML values)."""
-    import yaml
-
-    out: dict[str, dict[str, Any]] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        method, dot, opt = key.strip().rpartition(".")
-        if not sep or not dot or not method or not opt:
-            raise EdgeverseError(f"--method-option {item!r}: expected METHOD.OPTION=VALUE, "
-                                 "e.g. --method-option optimal.n_starts=4")
-        out.setdefault(method, {})[opt] = yaml.safe_load(value)
-    return out
-
-
 def cmd_reproduce(args) -> int:
     argv = " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith(("edgeverse", "__main__.py")) else ""
     res = reproduce(
@@ -1602,7 +1593,7 @@ def cmd_reproduce(args) -> int:
         k_values=_csv_list(args.k_values, int, "--k-values"),
         sigma_values_m=_csv_list(args.sigma_values, float, "--sigma-values"),
         calibration_study=not args.no_calibration_study,
-        method_options=_method_options(args.method_option),
+        method_options=parse_method_options(args.method_option),
     )
     print(f"reproduction finished in {res.wall_time_s:.1f} s ({len(res.rows)} points, {res.plan.workers} workers)")
     print(_reduction_table(res.summary, res.plan))

@@ -309,7 +309,7 @@ class TwinType(_Model):
 
 
 class Twins(_Model):
-    count: Annotated[int, Field(ge=1, le=10_000_000, strict=False), _NoBool] | None = Field(
+    count: Annotated[int, Field(ge=0, le=10_000_000, strict=False), _NoBool] | None = Field(
         default=None, description="K, number of digital twins (from a twin file: its number of rows)")
     types: list[TwinType] = Field(min_length=1)
     positions: PositionModel = Field(description="f, the distribution of PT positions")
@@ -619,6 +619,16 @@ def _check_consistency(scn: Scenario, base_dir: Path | None) -> None:
         val = getattr(s, name)
         if isinstance(val, list) and len(val) != n:
             _fail(f"servers.{name}", f"got {len(val)} entries; must have one per server ({n}, as servers.positions_m)")
+    if s.names is not None:
+        blank = [i for i, v in enumerate(s.names) if not str(v).strip()]
+        if blank:
+            _fail(f"servers.names[{blank[0]}]", f"got {s.names[blank[0]]!r}; every server needs a name")
+        seen: dict[str, int] = {}
+        for i, v in enumerate(s.names):
+            if v in seen:
+                _fail(f"servers.names[{i}]", f"got {v!r}, the name of servers.names[{seen[v]}]; names must differ "
+                      "(the tables and maps identify servers by name)")
+            seen[v] = i
 
     _check_spatial(scn.sensing.density, "sensing.density", scn, base_dir, is_density=True)
     _check_spatial(scn.twins.positions, "twins.positions", scn, base_dir, is_density=False)
@@ -849,6 +859,21 @@ def _check_spread(center, tables, *, given: bool) -> None:
                   "inside the area (check the order: longitude first), or null for the centre of the rows' box")
 
 
+def _unique_names(names: list[str]) -> list[str]:
+    """Site names made unique for the tables (real files repeat names across sites): the second ``A``
+    becomes ``A (2)``, an empty one ``S<k>``.
+
+    >>> _unique_names(["A", "A", "", "B", "A"])
+    ['A', 'A (2)', 'S3', 'B', 'A (3)']
+    """
+    out, count = [], {}
+    for k, v in enumerate(names):
+        v = v.strip() or f"S{k + 1}"
+        count[v] = count.get(v, 0) + 1
+        out.append(v if count[v] == 1 else f"{v} ({count[v]})")
+    return out
+
+
 def _resolve_projection(scn: Scenario, sites, twin_table, out: dict):
     from . import geo
 
@@ -918,7 +943,7 @@ def _resolve(scn: Scenario, base_dir: Path | None) -> Scenario:
         n = merged.n
         ds = d["servers"]
         ds["positions_m"] = merged.positions_m.tolist()
-        ds["names"] = [str(v) for v in merged.names] if spec.name_col else None
+        ds["names"] = _unique_names([str(v) for v in merged.names]) if spec.name_col else None
         ds["compute_hz"] = _per_site(srv.compute_hz, n, "compute_hz", spec.compute_col, merged.compute_hz)
         ds["sensor_bandwidth_hz"] = _per_site(srv.sensor_bandwidth_hz, n, "sensor_bandwidth_hz", spec.bandwidth_col,
                                               merged.bandwidth_hz)

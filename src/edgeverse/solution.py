@@ -91,6 +91,9 @@ class Solution:
         tw = p.twins
         names = [t.name for t in p.scenario.twins.types]
         rows = []
+        # per-DT columns once (a property or a lookup per row made this quadratic in K)
+        deadline_s = tw.deadline_s
+        need_hz = tw.min_compute_hz[np.arange(tw.n), np.asarray(al.twin_server, dtype=int)] if tw.n else np.zeros(0)
         for k in range(tw.n):
             s = int(al.twin_server[k])
             pos = tw.positions_m[k]
@@ -101,7 +104,7 @@ class Solution:
                 "cell": int(tw.cell[k]), "server": s, "hosted": bool(al.hosted[k]), "reason": str(al.reason[k]),
                 "rate_bps": float(ev.twin_rate_bps[k]), "tau_com_ms": float(ev.twin_upload_s[k] * 1e3),
                 "tau_cmp_ms": float(ev.twin_compute_s[k] * 1e3), "tau_sync_ms": float(ev.twin_sync_s[k] * 1e3),
-                "deadline_ms": float(tw.deadline_s[k] * 1e3), "min_compute_hz": float(tw.min_compute_hz[k, s]),
+                "deadline_ms": float(deadline_s[k] * 1e3), "min_compute_hz": float(need_hz[k]),
                 "phi_hz": float(al.phi_hz[k]),
             })
         return rows
@@ -219,6 +222,9 @@ def solve(scenario: Scenario | Problem, method: str, *, polish: bool = False, ce
 
     options = check_method_options(method, options, solve_options=False)
     check_method_options(method, {"polish": polish, "certify": certify})
+    if not isinstance(scenario, (Scenario, Problem)):
+        raise EdgeverseError(f"solve: got {scenario!r} ({type(scenario).__name__}); pass a Scenario "
+                             "(get_preset('paper'), load_scenario('my.yaml')) or a Problem (build_problem(scenario))")
     problem = scenario if isinstance(scenario, Problem) else build_problem(scenario)
     t0 = time.perf_counter()
     res: MethodResult = METHODS[method](problem, **options)

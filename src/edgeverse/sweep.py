@@ -203,6 +203,8 @@ class SweepSpec(BaseModel):
             elif not isinstance(spec, (list, Range)):
                 raise ValueError(f"axis {path!r}: got {spec!r}; give a list of values or a range "
                                  "{start, stop, num} / {start, stop, step}")
+            if isinstance(spec, list):
+                spec = [_yaml12_number(x) for x in spec]
             out[path] = spec
             if isinstance(spec, list):
                 if not spec:
@@ -243,6 +245,23 @@ class SweepSpec(BaseModel):
 
     def axis_values(self) -> dict[str, list[Any]]:
         return {k: (v.values() if isinstance(v, Range) else list(v)) for k, v in self.axes.items()}
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _yaml12_number(x: Any) -> Any:
+    """A value of an axis list with numbers written as YAML 1.1 strings (``5e6``: PyYAML reads no exponent
+    without a dot) turned into floats, also inside lists, so that the results' axis columns are numeric.
+
+    >>> _yaml12_number("5e6"), _yaml12_number(["16e9", 8]), _yaml12_number("S1")
+    (5000000.0, [16000000000.0, 8], 'S1')
+    """
+    if isinstance(x, str) and _NUMBER.fullmatch(x.strip()):
+        return float(x)
+    if isinstance(x, list):
+        return [_yaml12_number(v) for v in x]
+    return x
 
 
 def _spec_error(exc: ValidationError, source: str) -> EdgeverseError:
@@ -485,7 +504,7 @@ def _run_dask(todo: list[Point], workers: int | None, scheduler: str | None) -> 
     if scheduler:
         try:
             client = distributed.Client(scheduler, timeout="30s")
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise EdgeverseError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler ({exc})") from None
     else:
         import dask
@@ -649,10 +668,33 @@ def run_sweep(
         raise EdgeverseError(f"workers: got {workers}; must be >= 1")
     if executor == "dask":
         _import_distributed()
+    if scheduler and not _SCHEDULER.fullmatch(scheduler):
+        raise EdgeverseError(f"--scheduler: got {scheduler!r}; give the address of a running Dask scheduler, "
+                             "PROTOCOL://HOST:PORT (e.g. tcp://10.0.0.5:8786)")
     t0 = time.perf_counter()
     sw = load_sweep(sweep, base_dir)
     out = Path(out_dir)
     _check_same_base(sw, out)
+    fresh = not out.exists()
+    try:
+        return _run_into(sw, out, executor, workers, scheduler, retry_errors, progress, t0)
+    except EdgeverseError:
+        # nothing was computed (e.g. no scheduler to connect to): leave no empty result folder behind
+        if fresh and out.is_dir():
+            with ResultStore(out, sw.axis_names) as store:
+                empty = not store.keys()
+            if empty:
+                import shutil
+
+                shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+_SCHEDULER = re.compile(r"[a-z][a-z0-9+.-]*://(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):\d{1,5}/?")
+
+
+def _run_into(sw: Sweep, out: Path, executor: str, workers: int | None, scheduler: str | None, retry_errors: bool,
+              progress: bool, t0: float) -> SweepReport:
     wanted = {pt.key for pt in sw.points}
     with ResultStore(out, sw.axis_names) as store:
         _write_sweep_json(sw, out)
