@@ -139,7 +139,6 @@ MULTISTART_SWEEP_PASSES = 10
 #: optima), the same DTs hosted.  ``"all"`` with the present descent: 80 ms, 1e-5 higher on average.
 DEFAULT_DESCENT = "none"
 DESCENTS = ("none", "best", "all")
-OT_STARTS: tuple = ()
 AUTO_RANDOM_STARTS_MAX_CELLS = 1000
 #: ``strategy="auto"`` runs the multi-start OT method up to this many cells x servers, multilevel above.
 MULTISTART_MAX_ENTRIES = 400_000
@@ -220,12 +219,6 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
         cs0 = np.asarray(METHODS[name](problem).cell_server)
         if not any(np.array_equal(cs0, other) for _, other in starts):
             starts.append((name, cs0))
-    for name in OT_STARTS:
-        base = next((cs0 for lab, cs0 in starts if lab == name), None)
-        if base is not None:
-            res, _ = inner_partition(problem, region_masses(problem, base))
-            if not any(np.array_equal(res.cell_server, other) for _, other in starts):
-                starts.append((f"OT at {name}'s masses", res.cell_server))
     if n_starts is None:
         n_starts = AUTO_RANDOM_STARTS if problem.n_cells <= AUTO_RANDOM_STARTS_MAX_CELLS else 0
     rng = np.random.default_rng(np.random.SeedSequence([problem.scenario.seed, 0x0F7]))
