@@ -93,15 +93,11 @@ def floor_pass(problem) -> float:
 def worker(case: str, method: str, repeat: int) -> dict:
     from edgeverse.build import build_problem
     from edgeverse.kernels import numba_active
-    from edgeverse.solution import solve
-
-    from edgeverse.synthetic import city_scenario
+    from edgeverse.solution import solve, warm_up
 
     # load the compiled kernels (numba's on-disk cache) of this method's dense and sparse paths into this
     # process first: a constant 0.3-0.5 s that is not the method's cost and would bend the scaling table
-    tiny = city_scenario(40, 24, 60)
-    for cand in (None, 6):
-        solve(build_problem(tiny, candidates=cand), method)
+    warm_up([method], sparse=True)
     scn = scenario_of(case)
     t0 = time.perf_counter()
     problem = build_problem(scn)

@@ -61,6 +61,9 @@ def cmd_solve(args) -> int:
     from .build import build_problem
 
     problem = build_problem(scn)  # gains and per-cell costs once, shared by every method
+    from .solution import warm_up
+
+    warm_up(methods, sparse=problem.sparse)  # the compiled kernels' loading is not in the reported wall time
     for m in methods:
         sol = solve(problem, m, polish=args.polish, **options.get(m, {}))
         target = targets[m]

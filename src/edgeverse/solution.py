@@ -253,6 +253,28 @@ def solve(scenario: Scenario | Problem, method: str, *, polish: bool = False, ce
     return Solution(name, problem, cs, alloc, ev, status, res.iterations, res.history, message, extra, wall)
 
 
+def warm_up(methods, *, sparse: bool = False) -> float:
+    """Load the compiled kernels ``methods`` use (numba's on-disk cache) with one solve of a tiny problem each.
+
+    The first call of a numba kernel in a process loads it (0.1-0.5 s), which is not the method's cost: the
+    CLI and the benchmarks call this before timing a solve.  ``sparse``: warm the candidate-server paths
+    (problems with many servers) too.  Returns the seconds spent (0 without numba).
+    """
+    from . import kernels
+
+    if not kernels.numba_active():
+        return 0.0
+    from .synthetic import city_scenario
+
+    t0 = time.perf_counter()
+    tiny = city_scenario(40, 24, 60)  # large enough for every path (tiles of 16 x 16 cells, bounds, fallbacks)
+    for cand in ((None, 6) if sparse else (None,)):
+        p = build_problem(tiny, candidates=cand)
+        for m in methods:
+            solve(p, m)
+    return time.perf_counter() - t0
+
+
 # ---------------------------------------------------------------------- I/O helpers
 def _finite(obj: Any) -> Any:
     if isinstance(obj, float):
