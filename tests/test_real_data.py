@@ -491,3 +491,27 @@ def test_stray_row_and_far_projection_centre_are_clear_errors(tmp_path):
         geo={"center_lonlat_deg": [4.95, 45.8]},
         servers={"sites": {"file": "sites.csv", "format": "lonlat", "name_col": "name"}}))
     assert load_scenario(near).servers.n == 4  # a centre a few km off is fine
+
+
+def test_unit_slips_give_plausibility_warnings(tmp_path):
+    """Valid but implausible inputs warn (the run goes on): GHz written as Hz, degrees in metre columns,
+    every site merged into one server."""
+    from edgeverse import get_preset
+    from edgeverse.errors import PlausibilityWarning
+
+    with pytest.warns(PlausibilityWarning, match=r"servers\.compute_hz: got 8 Hz, implausibly low"):
+        get_preset("paper").with_overrides({"servers.compute_hz": 8})
+    (tmp_path / "s.csv").write_text(LONLAT_SITES)
+    (tmp_path / "deg.csv").write_text("lon,lat\n4.905,45.758\n4.915,45.765\n4.918,45.768\n")
+    data = small_scenario(servers={"sites": {"file": "s.csv", "format": "lonlat"}})
+    data["twins"] = {**data["twins"], "positions": {"kind": "csv", "file": "deg.csv", "x_col": "lon", "y_col": "lat"}}
+    data["twins"].pop("count")
+    data["zone"] = {"origin_m": [-3000.0, -3000.0], "size_m": [6000.0, 6000.0], "cells": [20, 20]}
+    data["geo"] = {"center_lonlat_deg": [4.91, 45.76]}
+    with pytest.warns(PlausibilityWarning, match=r"twins\.positions: all 3 PTs of .*deg\.csv lie within 1 m"):
+        load_scenario(write_yaml(tmp_path / "t.yaml", data))
+    tight = "name,lon,lat\nA,0.08552,0.79756\nB,0.08553,0.79757\nC,0.08554,0.79756\n"  # radians
+    (tmp_path / "rad.csv").write_text(tight)
+    data = small_scenario(servers={"sites": {"file": "rad.csv", "format": "lonlat", "merge_radius_m": 100.0}})
+    with pytest.warns(PlausibilityWarning, match=r"servers\.sites: all 3 rows of rad\.csv merge into one server"):
+        load_scenario(write_yaml(tmp_path / "r.yaml", data))

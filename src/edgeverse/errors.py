@@ -23,6 +23,10 @@ class ConvergenceWarning(UserWarning):
     """An iterative method stopped before meeting its tolerance."""
 
 
+class PlausibilityWarning(UserWarning):
+    """A valid input that looks like a unit slip (GHz written where Hz is meant, degrees in metre columns)."""
+
+
 def ensure_out_dir(path, option: str = "--out", *, create: bool = True):
     """Create the output folder ``path`` (and its parents; with ``create=False`` only check it); a clear
     error when it cannot be one.  Returns it as a :class:`pathlib.Path`.

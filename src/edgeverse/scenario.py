@@ -630,6 +630,7 @@ def _check_consistency(scn: Scenario, base_dir: Path | None) -> None:
                       "(the tables and maps identify servers by name)")
             seen[v] = i
 
+    _check_units(scn)
     _check_spatial(scn.sensing.density, "sensing.density", scn, base_dir, is_density=True)
     _check_spatial(scn.twins.positions, "twins.positions", scn, base_dir, is_density=False)
     shares = np.array([t.share for t in scn.twins.types])
@@ -638,6 +639,28 @@ def _check_consistency(scn: Scenario, base_dir: Path | None) -> None:
     names = [t.name for t in scn.twins.types]
     if len(set(names)) != len(names):
         _fail("twins.types", f"type names {names} repeat; each type needs its own name")
+
+
+#: Below these a value is valid but most likely written in the wrong unit (a warning, not an error).
+PLAUSIBLE_MIN = {"servers.compute_hz": (1e6, "8 GHz is 8e9"), "servers.sensor_bandwidth_hz": (1e3, "10 MHz is 1e7")}
+
+
+def _warn(field: str, message: str) -> None:
+    import warnings
+
+    from .errors import PlausibilityWarning
+
+    warnings.warn(f"{field}: {message}", PlausibilityWarning, stacklevel=3)
+
+
+def _check_units(scn: Scenario) -> None:
+    """Warnings for values that are allowed but look like a unit slip."""
+    for field, (low, unit) in PLAUSIBLE_MIN.items():
+        val = getattr(scn.servers, field.split(".")[1])
+        vals = [val] if not isinstance(val, list) else val
+        bad = [v for v in vals if v is not None and 0 < v < low]
+        if bad:
+            _warn(field, f"got {bad[0]:g} Hz, implausibly low: written in another unit? (the unit is Hz; {unit})")
 
 
 def _check_spatial(spec, field: str, scn: Scenario, base_dir: Path | None, *, is_density: bool) -> None:
@@ -941,6 +964,10 @@ def _resolve(scn: Scenario, base_dir: Path | None) -> Scenario:
         spec = srv.sites
         merged = _read("servers.sites", geo.merge_site_table, sites, proj, radius_m=spec.merge_radius_m)
         n = merged.n
+        if n == 1 and sites.n > 1:
+            _warn("servers.sites", f"all {sites.n} rows of {spec.file} merge into one server (merge_radius_m "
+                  f"{spec.merge_radius_m:g}, spread {float(merged.spread_m.max()):.3g} m): are the coordinates in "
+                  "another unit (radians, or degrees in metre columns)?")
         ds = d["servers"]
         ds["positions_m"] = merged.positions_m.tolist()
         ds["names"] = _unique_names([str(v) for v in merged.names]) if spec.name_col else None
@@ -1052,6 +1079,9 @@ def _resolve(scn: Scenario, base_dir: Path | None) -> Scenario:
         spec = scn.twins.positions
         pos = twin_table.positions_m(proj)
         n = twin_table.n
+        if n >= 2 and float(np.ptp(pos[:, 0]) + np.ptp(pos[:, 1])) < 1.0 and twin_table.lon_deg is None:
+            _warn("twins.positions", f"all {n} PTs of {twin_path} lie within 1 m of each other: are the x/y columns "
+                  "in degrees? (x_col / y_col are metres; give lon_col / lat_col for degrees)")
         if scn.twins.count is not None and scn.twins.count != n:
             _fail("twins.count", f"got {scn.twins.count}; the twin file {twin_path} has {n} rows: leave twins.count "
                   "out or make it match")
