@@ -162,3 +162,17 @@ def test_scalar_server_values_broadcast(paper):
 def test_to_dict_unchanged_without_data_sections(paper):
     d = paper.to_dict()
     assert "geo" not in d and "provenance" not in d and "sites" not in d["servers"] and "auto" not in d["zone"]
+
+
+def test_repeated_yaml_keys_are_errors(tmp_path):
+    """Plain YAML keeps the last of two equal keys (silently dropping a whole section); ours says so."""
+    from edgeverse.sweep import read_sweep_file
+
+    f = tmp_path / "s.yaml"
+    f.write_text("base: paper\ntwins: {count: 5}\nzone: {cells: [10, 10]}\ntwins: {count: 9}\n")
+    with pytest.raises(ScenarioError, match=r"key 'twins' appears twice in one mapping \(first on line 2\)"):
+        load_scenario(f)
+    g = tmp_path / "w.yaml"
+    g.write_text("name: t\nbase: paper\nseeds: 1\nseeds: 2\nmethods: [snr]\naxes: {twins.count: [5]}\n")
+    with pytest.raises(ScenarioError, match=r"key 'seeds' appears twice"):
+        read_sweep_file(g)

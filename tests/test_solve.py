@@ -225,3 +225,35 @@ def test_zero_twins_sub_metaverses_only(tmp_path, candidates):
     sol.save(tmp_path)
     assert (tmp_path / "twins.csv").read_text().count("\n") == 1  # the header only
     assert load_solution(tmp_path).objective_ms == pytest.approx(sol.objective_ms, rel=1e-12)
+
+
+def test_damaged_solution_files_are_clear_errors(tmp_path):
+    from edgeverse import EdgeverseError, get_preset
+
+    sol = solve(get_preset("paper").with_overrides({"zone.cells": [8, 8], "twins.count": 5}), "snr")
+    sol.save(tmp_path, figure=False)
+    good = json.loads((tmp_path / "solution.json").read_text())
+    for edit, msg in ((lambda d: d["cell_server"].__setitem__(3, 99), r"cell_server\[3\] = 99; must be a server index in 0..3"),
+                      (lambda d: d["cell_server"].__setitem__(0, -1), r"cell_server\[0\] = -1;"),
+                      (lambda d: d["twins"][2].__setitem__("server", 7), r"twins\[\]\.server\[2\] = 7;"),
+                      (lambda d: d["twins"][0].pop("hosted"), r"a damaged edgeverse solution \(KeyError"),
+                      (lambda d: d.pop("status"), r"missing key 'status'")):
+        d = json.loads(json.dumps(good))
+        edit(d)
+        (tmp_path / "solution.json").write_text(json.dumps(d))
+        with pytest.raises(EdgeverseError, match=msg):
+            load_solution(tmp_path)
+    with pytest.raises(EdgeverseError, match="not an edgeverse solution \\(not JSON"):
+        load_solution(tmp_path / "twins.csv")
+
+
+def test_out_of_memory_while_building_is_a_clear_error(monkeypatch):
+    import edgeverse.build as build
+    from edgeverse import EdgeverseError, get_preset
+
+    def huge(*_, **__):
+        raise MemoryError("Unable to allocate 2.9 GiB for an array")  # what numpy raises (a subclass)
+
+    monkeypatch.setattr(build, "_build_problem", huge)
+    with pytest.raises(EdgeverseError, match=r"zone\.cells: \[100, 100\] = 10,000 cells x 4 servers do not fit"):
+        build.build_problem(get_preset("paper"))

@@ -79,7 +79,7 @@ def test_expand_product_ranges_and_int_axes(tmp_path):
     ({"colour": "red"}, "colour: unknown field"),
     ({"method_options": {"paper": {"max_iter": 3}}}, "names method 'paper', which is not in methods"),
     ({"method_options": {"paper-damped": {"stepp": 0.1}}},
-     "paper-damped: unknown option 'stepp'; paper-damped takes certify, max_iter, min_step, polish, step"),
+     "paper-damped: unknown option 'stepp'; paper-damped takes max_iter, min_step, step (and polish, certify: solve"),
     ({"seeds": 10**9}, "seeds: got 1000000000; at most 100,000 seeds"),
     ({"axes": {"twins.count": {"start": 1, "stop": 10**9, "step": 1}}}, "gives 1e+09 values; at most 100,000 per axis"),
     ({"axes": {"twins.count": {"start": 1, "stop": 1000, "step": 1}}, "seeds": 1000},
@@ -124,7 +124,7 @@ def test_bad_method_options_are_rejected_before_running(tmp_path):
     for opts, msg in (({"step": float("nan")}, "method_options.paper-damped.step: got nan; must be a finite number in (0, 1]"),
                       ({"step": 2}, "paper-damped.step: got 2"), ({"step": "oops"}, "paper-damped.step: got 'oops'"),
                       ({"max_iter": 0}, "paper-damped.max_iter: got 0; must be an integer >= 1"),
-                      ({"bogus": 1}, "unknown option 'bogus'; paper-damped takes certify, max_iter, min_step"),
+                      ({"bogus": 1}, "unknown option 'bogus'; paper-damped takes max_iter, min_step, step (and polish, certify"),
                       ({"polish": "maybe"}, "paper-damped.polish: got 'maybe'; must be true or false")):
         path = write_sweep(tmp_path, method_options={"paper-damped": opts})
         with pytest.raises(EdgeverseError, match=re.escape(msg)):
@@ -132,7 +132,7 @@ def test_bad_method_options_are_rejected_before_running(tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(EdgeverseError, match=re.escape("--method-option optimal.n_starts: got 1.5; must be an integer >= 0")):
         make_plan(quick=True, method_options={"optimal": {"n_starts": 1.5}})
-    with pytest.raises(EdgeverseError, match=re.escape("snr: unknown option 'foo'; snr takes no options")):
+    with pytest.raises(EdgeverseError, match=re.escape("snr: unknown option 'foo'; snr takes no options of its own (and polish, certify")):
         solve(get_preset("paper"), "snr", foo=1)
     with pytest.raises(EdgeverseError, match=re.escape("optimal.strategy: got 'fast'; must be one of auto")):
         solve(get_preset("paper"), "optimal", strategy="fast")

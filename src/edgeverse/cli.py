@@ -143,10 +143,10 @@ def abbreviate(node: Any, max_values: int = SHOW_MAX_VALUES) -> tuple[Any, int]:
 
 
 def cmd_show_config(args) -> int:
-    if not args.scenario:
-        print(preset_text(args.preset or "paper"), end="")
+    if not args.scenario and not args.set:
+        print(preset_text(args.preset or "paper"), end="")  # the preset as written, with its comments
         return 0
-    scn = load_scenario(args.scenario)
+    scn = _scenario_from_args(args)
     if args.full:
         print(scn.to_yaml(), end="")
         return 0
@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", help=f"embedded preset ({', '.join(preset_names())})")
     s.add_argument("--full", action="store_true",
                    help=f"print lists of more than {SHOW_MAX_VALUES} values in full (default: abbreviated)")
+    s.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a field by dotted path, as solve does (the result is printed)")
     s.set_defaults(func=cmd_show_config)
 
     # Subcommands that live in their own modules register themselves here.

@@ -361,8 +361,10 @@ def check_method_options(method: str, options: dict[str, Any] | None, where: str
     out: dict[str, Any] = {}
     for k, v in (options or {}).items():
         if k not in spec:
+            own = sorted(set(spec) - set(SOLVE_OPTIONS))
             raise EdgeverseError(f"{where}: unknown option {k!r}; {method} takes "
-                                 + (", ".join(sorted(spec)) if spec else "no options"))
+                                 + (", ".join(own) if own else "no options of its own")
+                                 + " (and polish, certify: solve's, for every method)")
         try:
             out[k] = spec[k](v)
         except ValueError as e:

@@ -1117,6 +1117,31 @@ def _resolve(scn: Scenario, base_dir: Path | None) -> Scenario:
 PRESET_PACKAGE = "edgeverse.presets"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key repeated in one mapping is an error (plain YAML keeps the last one,
+    silently dropping the first section)."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in one mapping (first on line {seen[key].start_mark.line + 1})",
+                key_node.start_mark)
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with repeated keys an error (:class:`yaml.YAMLError`, with the line)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def preset_names() -> list[str]:
     """Names of the embedded presets."""
     files = resources.files(PRESET_PACKAGE).iterdir()
@@ -1157,7 +1182,7 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         if p.suffix.lower() == ".toml":
             data = tomllib.loads(text)
         elif p.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         else:
             raise ScenarioError(f"scenario file {str(path)!r}: unknown extension {p.suffix!r}; use .yaml, .yml or .toml")
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:

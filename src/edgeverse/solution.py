@@ -332,21 +332,39 @@ def load_solution(path: str | Path) -> Solution:
         p = p / "solution.json"
     if not p.exists():
         raise EdgeverseError(f"solution file {str(p)!r} does not exist")
-    data = json.loads(p.read_text(encoding="utf-8"))
-    for key in ("method", "scenario", "cell_server", "twins", "servers"):
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgeverseError(f"{p}: not an edgeverse solution (not JSON: {exc})") from None
+    if not isinstance(data, dict):
+        raise EdgeverseError(f"{p}: not an edgeverse solution (a JSON object expected)")
+    for key in ("method", "scenario", "cell_server", "twins", "servers", "status", "iterations"):
         if key not in data:
             raise EdgeverseError(f"{p}: not an edgeverse solution (missing key {key!r})")
     scenario = Scenario.from_dict(data["scenario"])
     problem = build_problem(scenario)
-    cs = np.asarray(data["cell_server"], dtype=int)
+    B, K = problem.n_servers, problem.twins.n
+    try:
+        cs = np.asarray(data["cell_server"], dtype=float)
+        tw, srv = data["twins"], data["servers"]
+        ts = np.array([t["server"] for t in tw], dtype=float)
+        hosted = np.array([t["hosted"] for t in tw], dtype=bool)
+        phi = np.array([t["phi_hz"] if t["phi_hz"] is not None else np.nan for t in tw], dtype=float)
+        reason = np.array([t["reason"] for t in tw], dtype=str)
+        psi = np.array([s["psi_hz"] if s["psi_hz"] is not None else np.nan for s in srv], dtype=float)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EdgeverseError(f"{p}: a damaged edgeverse solution ({type(exc).__name__}: {exc})") from None
     if cs.shape != (problem.n_cells,):
-        raise ScenarioError(f"{p}: cell_server has {cs.shape[0]} entries; the grid has {problem.n_cells} cells")
-    tw = data["twins"]
-    ts = np.array([t["server"] for t in tw], dtype=int)
-    hosted = np.array([t["hosted"] for t in tw], dtype=bool)
-    phi = np.array([t["phi_hz"] for t in tw], dtype=float)
-    reason = np.array([t["reason"] for t in tw], dtype=str)
-    psi = np.array([s["psi_hz"] for s in data["servers"]], dtype=float)
+        raise ScenarioError(f"{p}: cell_server has {cs.size} entries; the grid has {problem.n_cells} cells")
+    for name, arr, n in (("cell_server", cs, problem.n_cells), ("twins[].server", ts, K)):
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)) | (arr < 0) | (arr >= B))
+        if arr.shape[0] != n:
+            raise EdgeverseError(f"{p}: {name} has {arr.shape[0]} entries; the scenario has {n}")
+        if bad.size:
+            raise EdgeverseError(f"{p}: {name}[{bad[0]}] = {float(arr[bad[0]]):g}; must be a server index in 0..{B - 1}")
+    if psi.shape != (B,) or not np.all(np.isfinite(psi)) or not np.all(np.isfinite(phi)):
+        raise EdgeverseError(f"{p}: servers[].psi_hz and twins[].phi_hz must be finite, one per server / DT")
+    cs, ts = cs.astype(int), ts.astype(int)
     alloc = Allocation(twin_server=ts, hosted=hosted, phi_hz=phi, psi_hz=psi, reason=reason)
     ev = evaluate(problem, cs, ts, hosted, phi, psi)
     wall = 0.0

@@ -298,7 +298,9 @@ def read_sweep_file(path: str | Path) -> tuple[SweepSpec, Path]:
     if not p.exists():
         raise ScenarioError(f"sweep file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        from .scenario import load_yaml
+
+        data = load_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ScenarioError(f"sweep file {str(path)!r} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
