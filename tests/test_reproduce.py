@@ -325,6 +325,8 @@ def test_plan_validation_and_baseline():
     assert given.method_options == {"optimal": {"n_starts": 2}}
     with pytest.raises(EdgeverseError, match="--method-option: got method 'nope'"):
         make_plan(method_options={"nope": {"x": 1}})
+    assert make_plan(quick=True, presets=["paper", "paper"], k_values=[5e1, 50]).presets == ("paper",)
+    assert make_plan(quick=True, k_values=[5e1, 50]).k_values == (50,)
     for kw, opt in (("methods", "--methods"), ("k_values", "--k-values"), ("sigma_values_m", "--sigma-values")):
         with pytest.raises(EdgeverseError, match=f"{opt}: got an empty list"):
             make_plan(**{kw: []})
@@ -335,7 +337,9 @@ def test_empty_or_bad_list_options_are_errors(capsys, tmp_path):
 
     for argv, msg in ((["--k-values", ""], "--k-values: got ''; give at least one value"),
                       (["--methods", " , "], "--methods: got ' , '; give at least one value"),
-                      (["--sigma-values", "1,x"], "--sigma-values: expected a comma-separated list of numbers")):
+                      (["--sigma-values", "1,x"], "--sigma-values: got '1,x'; expected a comma-separated list of numbers"),
+                      (["--sigma-values", "inf"], "--sigma-values: got [inf]; every sigma must be a finite number > 0 m"),
+                      (["--k-values", "50.5"], "--k-values: got 50.5; every K is a whole number of twins")):
         assert main(["reproduce", "--quick", "--no-progress", "--out", str(tmp_path / "o"), *argv]) != 0
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

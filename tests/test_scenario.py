@@ -172,6 +172,9 @@ def test_repeated_yaml_keys_are_errors(tmp_path):
     f.write_text("base: paper\ntwins: {count: 5}\nzone: {cells: [10, 10]}\ntwins: {count: 9}\n")
     with pytest.raises(ScenarioError, match=r"key 'twins' appears twice in one mapping \(first on line 2\)"):
         load_scenario(f)
+    m = tmp_path / "m.yaml"  # a merge key brings keys the mapping may override: not a repetition
+    m.write_text("base: paper\nzone: &z {cells: [10, 10]}\ntwins: {count: 5, <<: {count: 7}}\n")
+    assert load_scenario(m).twins.count == 5
     g = tmp_path / "w.yaml"
     g.write_text("name: t\nbase: paper\nseeds: 1\nseeds: 2\nmethods: [snr]\naxes: {twins.count: [5]}\n")
     with pytest.raises(ScenarioError, match=r"key 'seeds' appears twice"):

@@ -237,7 +237,10 @@ def test_damaged_solution_files_are_clear_errors(tmp_path):
                       (lambda d: d["cell_server"].__setitem__(0, -1), r"cell_server\[0\] = -1;"),
                       (lambda d: d["twins"][2].__setitem__("server", 7), r"twins\[\]\.server\[2\] = 7;"),
                       (lambda d: d["twins"][0].pop("hosted"), r"a damaged edgeverse solution \(KeyError"),
-                      (lambda d: d.pop("status"), r"missing key 'status'")):
+                      (lambda d: d.pop("status"), r"missing key 'status'"),
+                      (lambda d: d["twins"][0].__setitem__("hosted", "no"), r"hosted must be true/false"),
+                      (lambda d: d["twins"][0].__setitem__("reason", "whatever"), r"'whatever' is not one of"),
+                      (lambda d: d.__setitem__("iterations", "many"), r"iterations: got 'many'")):
         d = json.loads(json.dumps(good))
         edit(d)
         (tmp_path / "solution.json").write_text(json.dumps(d))
@@ -245,6 +248,13 @@ def test_damaged_solution_files_are_clear_errors(tmp_path):
             load_solution(tmp_path)
     with pytest.raises(EdgeverseError, match="not an edgeverse solution \\(not JSON"):
         load_solution(tmp_path / "twins.csv")
+    d = json.loads(json.dumps(good))
+    d["servers"][0]["psi_hz"] = 1e15  # more compute than the server has: loads, but says so
+    (tmp_path / "solution.json").write_text(json.dumps(d))
+    (tmp_path / "timing.json").write_text("{not json")
+    with pytest.warns(UserWarning, match=r"break the constraints: \(9c\) server 0"):
+        back = load_solution(tmp_path)
+    assert np.isnan(back.wall_time_s)
 
 
 def test_out_of_memory_while_building_is_a_clear_error(monkeypatch):

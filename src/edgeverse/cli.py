@@ -51,13 +51,19 @@ def cmd_solve(args) -> int:
             raise EdgeverseError(f"--method-option: got method {m!r}; available methods: {', '.join(METHODS)}")
         if m not in methods:
             raise EdgeverseError(f"--method-option: names method {m!r}, which is not run (--method {args.method})")
-        options[m] = check_method_options(m, o, where=f"--method-option {m}", solve_options=False)
+        options[m] = check_method_options(m, o, where=f"--method-option {m}")
     out = ensure_out_dir(args.out)
     from .solution import prepare_out_dir
 
     targets = {m: (out / m if len(methods) > 1 else out) for m in methods}
     for target in targets.values():  # every folder checked before anything is solved or written
         prepare_out_dir(target, create=False)
+    if len(methods) > 1:  # an earlier single-method run's files here would pass for one of these results
+        from .solution import SOLUTION_FILES
+
+        for name in SOLUTION_FILES:
+            if (out / name).is_file():
+                (out / name).unlink()
     from .build import build_problem
 
     problem = build_problem(scn)  # gains and per-cell costs once, shared by every method
@@ -65,7 +71,8 @@ def cmd_solve(args) -> int:
 
     warm_up(methods, sparse=problem.sparse)  # the compiled kernels' loading is not in the reported wall time
     for m in methods:
-        sol = solve(problem, m, polish=args.polish, **options.get(m, {}))
+        opts = dict(options.get(m, {}))
+        sol = solve(problem, m, polish=bool(opts.pop("polish", False) or args.polish), **opts)
         target = targets[m]
         sol.save(target, figure=not args.no_figure)
         _print(sol.summary())
@@ -196,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--full", action="store_true",
                    help=f"print lists of more than {SHOW_MAX_VALUES} values in full (default: abbreviated)")
     s.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                   help="override a field by dotted path, as solve does (the result is printed)")
+                   help="override a field by dotted path, as solve does (the resulting configuration is printed, "
+                        "without the preset's comments)")
     s.set_defaults(func=cmd_show_config)
 
     # Subcommands that live in their own modules register themselves here.

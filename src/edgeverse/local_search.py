@@ -828,6 +828,16 @@ def _sweep_run(*args):
     return _sweep_py(*args)
 
 
+#: The polish ``optimal`` applies to each of its starts and ``solve(..., polish=True)`` to any method's result
+#: (one local search: a method polished by ``--polish`` ends where ``optimal``'s polish of its start does).
+POLISH_SETTINGS = {"mode": "sweep", "pt_batch": True, "passes": 10}
+
+
+def standard_polish(problem: Problem, cell_server: np.ndarray):
+    """:func:`polish` with :data:`POLISH_SETTINGS`; returns (cell_server, n_moves, history)."""
+    return polish(problem, cell_server, **POLISH_SETTINGS)
+
+
 #: polish(mode="auto") sweeps (sequential exact moves) above this many cells x servers, batches below.
 SWEEP_MIN_ENTRIES = 400_000
 

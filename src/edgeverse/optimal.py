@@ -35,8 +35,8 @@ import numpy as np
 from .build import Problem
 from .errors import ConvergenceWarning
 from .evaluate import evaluate_partition, region_masses
-from .local_search import certificate, polish
-from .methods import CONVERGED, MAX_ITER, METHODS, MethodResult, register
+from .local_search import POLISH_SETTINGS, certificate, polish
+from .methods import CONVERGED, MAX_ITER, METHODS, STALLED, MethodResult, register
 from .partition import solve_semidiscrete
 
 
@@ -129,9 +129,6 @@ def _descend(problem: Problem, cs: np.ndarray, ev, *, max_iter: int, rel_tol: fl
 AUTO_RANDOM_STARTS = 4
 #: The line search on the masses stops below a step of this many times the largest cell mass.
 LINE_SEARCH_FLOOR_CELLS = 2.0
-#: Boundary passes per sweep of the multi-start method's polish (see :func:`edgeverse.local_search.polish`;
-#: 0 before: 1.5 times the time on 80 of the reproduction's points, and results 3e-5 higher on average).
-MULTISTART_SWEEP_PASSES = 10
 #: Which starts of the multi-start method descend on the masses when ``descent`` is not given: ``"none"``.
 #: Measured on 320 of the reproduction's (point, seed) runs (every second one, both presets, 50 x 50 cells),
 #: against the descent from every start as first built: 17 ms against 159 ms a run; the objective 1.3e-4
@@ -188,11 +185,11 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
     descent keeps the DT hosting it finds first; the polish alone sometimes
     ends in a better local optimum).  The best result (most DTs hosted, then
     lowest objective) is returned, so the method is never worse than the
-    methods it starts from.  The polish is the sequential exact one
-    (``mode="sweep"``, :data:`MULTISTART_SWEEP_PASSES` boundary passes) with
-    the moves of cells holding PTs batched (``pt_batch``): on the
-    reproduction's points it reaches the same local optima as the batch polish
-    within 2e-4 relative, 5-20 times faster (measured; docs/performance.md).
+    methods it starts from, nor than any of them polished by
+    ``solve(..., polish=True)``, which applies the same polish
+    (:data:`edgeverse.local_search.POLISH_SETTINGS`: the sequential exact one,
+    ``mode="sweep"``, 10 boundary passes, the moves of cells holding PTs
+    batched; ``pt_batch=False`` moves them one at a time).
     Random starts (``n_starts``; default :data:`AUTO_RANDOM_STARTS` on grids of
     at most :data:`AUTO_RANDOM_STARTS_MAX_CELLS` cells, else none) were
     measured to change the result by less than 2e-4 relative on the
@@ -234,7 +231,7 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
         nonlocal best, total_it
         n_moves = 0
         if polish_result:
-            cs, n_moves, hist = polish(problem, cs, mode="sweep", pt_batch=pt_batch, passes=MULTISTART_SWEEP_PASSES)
+            cs, n_moves, hist = polish(problem, cs, **{**POLISH_SETTINGS, "pt_batch": pt_batch})
             total_it += len(hist) - 1  # the polish's rounds count as iterations too
             ev = evaluate_partition(problem, cs)[1]
             history.append({"iteration": len(history), "phase": f"polish ({label})", "objective_ms": ev.objective_ms,
@@ -265,6 +262,9 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
         finish(cs, ev, label, status, message)
     cs, ev, status, message, label, n_moves = best
     cert = certificate(problem, cs)
+    if cert.max_decrease_rel > 1e-9 or cert.hosting_gain_available > 0:  # e.g. polish_result=false
+        status = STALLED
+        message += "; not a single-move local optimum (see the certificate)"
     message = (f"best of {len(starts)} starts: {label}; {message}; polish made {n_moves} single-cell moves; "
                f"certificate {cert.max_decrease_rel:.3g} (relative)")
     extra = {"certificate": cert.to_dict(), "best_start": label, "polish_moves": n_moves, "n_starts": len(starts)}

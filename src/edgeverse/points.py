@@ -50,7 +50,8 @@ def run_point(config: dict[str, Any], seed: int, method: str, options: dict[str,
     scn = Scenario.from_dict(cfg)
     sol = solve(scn, method, **(options or {}))
     ev = sol.evaluation
-    cert = sol.extra["certificate"]
+    # certify=false (an option of solve) skips the certificate: NaN and -1 in the table say so
+    cert = sol.extra.get("certificate") or {"max_single_move_decrease_rel": float("nan"), "hosting_gain_available": -1}
     return {
         "key": point_key(config, seed, method, options),
         "method": method,

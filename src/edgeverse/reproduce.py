@@ -147,7 +147,7 @@ def make_plan(*, quick: bool = False, methods: Sequence[str] | None = None, seed
         chosen.insert(0, BASELINE)
         notes.append(f"`{BASELINE}` added to the methods: it is the baseline every reduction is measured against.")
     chosen = [m for m in known if m in chosen]  # registry order, no duplicates
-    pres = list(presets) if presets else list(DEFAULT_PRESETS)
+    pres = list(dict.fromkeys(presets)) if presets else list(DEFAULT_PRESETS)  # each preset once
     for p in pres:
         if p not in preset_names():
             raise EdgeverseError(f"--presets: got {p!r}; available presets: {', '.join(preset_names())}")
@@ -156,12 +156,16 @@ def make_plan(*, quick: bool = False, methods: Sequence[str] | None = None, seed
         raise EdgeverseError(f"--seeds: got {n_seeds}; at least 1 seed is needed")
     if not quick and n_seeds < 20:
         notes.append(f"{n_seeds} seeds (the issue asks for N >= 20 in the full run).")
-    ks = tuple(int(k) for k in (k_values or (QUICK_K if quick else FULL_K)))
+    ks_in = list(k_values or (QUICK_K if quick else FULL_K))
+    for k in ks_in:
+        if isinstance(k, bool) or not (isinstance(k, (int, np.integer)) or (isinstance(k, float) and k.is_integer())):
+            raise EdgeverseError(f"--k-values: got {k!r}; every K is a whole number of twins")
+    ks = tuple(int(k) for k in ks_in)
     sig = tuple(float(s) for s in (sigma_values_m or (QUICK_SIGMA_M if quick else FULL_SIGMA_M)))
     if any(k < 1 for k in ks):
         raise EdgeverseError(f"--k-values: got {list(ks)}; every K must be >= 1")
-    if any(not s > 0 for s in sig):
-        raise EdgeverseError(f"--sigma-values: got {list(sig)}; every sigma must be > 0 m")
+    if any(not (math.isfinite(s) and s > 0) for s in sig):
+        raise EdgeverseError(f"--sigma-values: got {list(sig)}; every sigma must be a finite number > 0 m")
     grid_cells = (QUICK_GRID if quick else REPRO_GRID) if grid_cells is None else int(grid_cells)
     if grid_cells < 2:
         raise EdgeverseError(f"--grid: got {grid_cells}; at least 2 cells per axis")
@@ -1581,7 +1585,7 @@ def _csv_list(text: str | None, conv=str, name: str = "") -> list | None:
     try:
         return [conv(x) for x in items]
     except ValueError:
-        raise EdgeverseError(f"{name}: expected a comma-separated list of numbers, got {text!r}") from None
+        raise EdgeverseError(f"{name}: got {text!r}; expected a comma-separated list of numbers") from None
 
 
 def cmd_reproduce(args) -> int:
@@ -1590,7 +1594,7 @@ def cmd_reproduce(args) -> int:
         args.out, progress=not args.no_progress, command=f"edgeverse {argv}".strip() or "edgeverse reproduce",
         quick=args.quick, methods=_csv_list(args.methods, name="--methods"), seeds=args.seeds,
         presets=_csv_list(args.presets, name="--presets"), workers=args.workers, grid_cells=args.grid,
-        k_values=_csv_list(args.k_values, int, "--k-values"),
+        k_values=_csv_list(args.k_values, float, "--k-values"),
         sigma_values_m=_csv_list(args.sigma_values, float, "--sigma-values"),
         calibration_study=not args.no_calibration_study,
         method_options=parse_method_options(args.method_option),

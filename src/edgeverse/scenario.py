@@ -661,6 +661,13 @@ def _check_units(scn: Scenario) -> None:
         bad = [v for v in vals if v is not None and 0 < v < low]
         if bad:
             _warn(field, f"got {bad[0]:g} Hz, implausibly low: written in another unit? (the unit is Hz; {unit})")
+    for i, t in enumerate(scn.twins.types):
+        if 0 < t.bandwidth_hz < 1e3:
+            _warn(f"twins.types[{i}].bandwidth_hz", f"got {t.bandwidth_hz:g} Hz, implausibly low: written in another "
+                  "unit? (the unit is Hz; 1 MHz is 1e6)")
+    if 0 < scn.channel.carrier_hz < 1e6:
+        _warn("channel.carrier_hz", f"got {scn.channel.carrier_hz:g} Hz, implausibly low: written in another unit? "
+              "(the unit is Hz; 3.5 GHz is 3.5e9)")
 
 
 def _check_spatial(spec, field: str, scn: Scenario, base_dir: Path | None, *, is_density: bool) -> None:
@@ -1125,6 +1132,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _unique_mapping(loader, node, deep=False):
     seen: dict[Any, Any] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # <<: *anchor brings keys the mapping may override
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
@@ -1137,9 +1146,14 @@ def _unique_mapping(loader, node, deep=False):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
-def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with repeated keys an error (:class:`yaml.YAMLError`, with the line)."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+def load_yaml(text: str, name: str | None = None) -> Any:
+    """``yaml.safe_load`` with repeated keys an error (:class:`yaml.YAMLError`, with the line; ``name``: the
+    file named in its messages)."""
+    import io
+
+    stream = io.StringIO(text)
+    stream.name = name or "<text>"
+    return yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def preset_names() -> list[str]:
@@ -1182,7 +1196,7 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         if p.suffix.lower() == ".toml":
             data = tomllib.loads(text)
         elif p.suffix.lower() in (".yaml", ".yml"):
-            data = load_yaml(text)
+            data = load_yaml(text, str(path))
         else:
             raise ScenarioError(f"scenario file {str(path)!r}: unknown extension {p.suffix!r}; use .yaml, .yml or .toml")
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:

@@ -156,7 +156,9 @@ class Solution:
     def summary(self) -> str:
         """A readable per-server table and the headline numbers."""
         lines = [
-            f"method {self.method} on scenario {self.scenario.name!r} (seed {self.scenario.seed}): status {self.status}, "
+            f"method {self.method} on scenario {self.scenario.name!r} (seed {self.scenario.seed}): status {self.status}"
+            + (f" (polished; {self.method.removesuffix('+polish')} itself: {self.extra['polish']['method_status']})"
+               if "polish" in self.extra and "method_status" in self.extra["polish"] else "") + ", "
             f"{self.iterations} iteration(s), {self.wall_time_s * 1e3:.1f} ms wall",
             f"  {self.message}" if self.message else "",
             f"average sub-synchronization time (9a): {fmt_ms(self.objective_ms)} ms, "
@@ -233,10 +235,10 @@ def solve(scenario: Scenario | Problem, method: str, *, polish: bool = False, ce
     message = res.message
     name = method
     if polish:
-        from .local_search import polish as _polish
+        from .local_search import standard_polish
 
         before = evaluate_partition(problem, cs)[1].objective_ms
-        cs, n_moves, _ = _polish(problem, cs)
+        cs, n_moves, _ = standard_polish(problem, cs)
         # the polish runs until no single move improves: the polished partition is a converged result (the
         # method's own status is kept beside it); a certificate the method made describes its partition, not this
         extra["polish"] = {"objective_before_ms": before, "moves": int(n_moves), "method_status": res.status}
@@ -348,9 +350,16 @@ def load_solution(path: str | Path) -> Solution:
         cs = np.asarray(data["cell_server"], dtype=float)
         tw, srv = data["twins"], data["servers"]
         ts = np.array([t["server"] for t in tw], dtype=float)
+        if any(not isinstance(t["hosted"], bool) for t in tw) or any(isinstance(v, bool) for v in data["cell_server"]):
+            raise ValueError("hosted must be true/false and cell_server server indices")
         hosted = np.array([t["hosted"] for t in tw], dtype=bool)
         phi = np.array([t["phi_hz"] if t["phi_hz"] is not None else np.nan for t in tw], dtype=float)
         reason = np.array([t["reason"] for t in tw], dtype=str)
+        from .evaluate import REASONS
+
+        odd = sorted(set(reason.tolist()) - set(REASONS))
+        if odd:
+            raise ValueError(f"twins[].reason {odd[0]!r} is not one of {', '.join(REASONS)}")
         psi = np.array([s["psi_hz"] if s["psi_hz"] is not None else np.nan for s in srv], dtype=float)
     except (KeyError, TypeError, ValueError) as exc:
         raise EdgeverseError(f"{p}: a damaged edgeverse solution ({type(exc).__name__}: {exc})") from None
@@ -367,9 +376,20 @@ def load_solution(path: str | Path) -> Solution:
     cs, ts = cs.astype(int), ts.astype(int)
     alloc = Allocation(twin_server=ts, hosted=hosted, phi_hz=phi, psi_hz=psi, reason=reason)
     ev = evaluate(problem, cs, ts, hosted, phi, psi)
+    if ev.violations:  # a saved split that breaks (9b)/(9c) was edited, or written by something else
+        import warnings
+
+        warnings.warn(f"{p}: the saved DT hosting and compute split break the constraints: "
+                      + "; ".join(ev.violations[:3]) + (" ..." if len(ev.violations) > 3 else ""), stacklevel=2)
     wall = 0.0
     timing = p.parent / "timing.json"
-    if timing.exists():
-        wall = float(json.loads(timing.read_text()).get("wall_time_s") or 0.0)
-    return Solution(data["method"], problem, cs, alloc, ev, data["status"], int(data["iterations"]),
+    try:  # informational: a damaged timing file costs the wall time only
+        wall = float(json.loads(timing.read_text()).get("wall_time_s") or 0.0) if timing.exists() else 0.0
+    except (ValueError, TypeError, AttributeError, OSError):
+        wall = math.nan
+    try:
+        iterations = int(data["iterations"])
+    except (TypeError, ValueError):
+        raise EdgeverseError(f"{p}: iterations: got {data['iterations']!r}; not an edgeverse solution") from None
+    return Solution(data["method"], problem, cs, alloc, ev, data["status"], iterations,
                     data.get("history", []), data.get("message", ""), data.get("extra", {}), wall)

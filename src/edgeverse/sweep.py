@@ -252,13 +252,15 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 def _yaml12_number(x: Any) -> Any:
     """A value of an axis list with numbers written as YAML 1.1 strings (``5e6``: PyYAML reads no exponent
-    without a dot) turned into floats, also inside lists, so that the results' axis columns are numeric.
+    without a dot) turned into numbers, also inside lists, so that the results' axis columns are numeric: a
+    whole number written without a dot is an int (``1e2`` -> 100, as a count would be), else a float.
 
-    >>> _yaml12_number("5e6"), _yaml12_number(["16e9", 8]), _yaml12_number("S1")
-    (5000000.0, [16000000000.0, 8], 'S1')
+    >>> _yaml12_number("5e6"), _yaml12_number(["16e9", 8]), _yaml12_number("2.5e-3"), _yaml12_number("S1")
+    (5000000, [16000000000, 8], 0.0025, 'S1')
     """
     if isinstance(x, str) and _NUMBER.fullmatch(x.strip()):
-        return float(x)
+        v = float(x)
+        return int(v) if "." not in x and v.is_integer() and abs(v) < 2**53 else v
     if isinstance(x, list):
         return [_yaml12_number(v) for v in x]
     return x
@@ -300,7 +302,7 @@ def read_sweep_file(path: str | Path) -> tuple[SweepSpec, Path]:
     try:
         from .scenario import load_yaml
 
-        data = load_yaml(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as exc:
         raise ScenarioError(f"sweep file {str(path)!r} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
