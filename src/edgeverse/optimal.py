@@ -127,6 +127,7 @@ def _descend(problem: Problem, cs: np.ndarray, ev, *, max_iter: int, rel_tol: fl
 #: :data:`AUTO_RANDOM_STARTS_MAX_CELLS` cells (each costs milliseconds there; tiny problems have many
 #: local optima), none on larger grids.
 AUTO_RANDOM_STARTS = 4
+AUTO_RANDOM_STARTS_MAX_CELLS = 1000
 #: The line search on the masses stops below a step of this many times the largest cell mass.
 LINE_SEARCH_FLOOR_CELLS = 2.0
 #: Which starts of the multi-start method descend on the masses when ``descent`` is not given: ``"none"``.
@@ -136,8 +137,7 @@ LINE_SEARCH_FLOOR_CELLS = 2.0
 #: optima), the same DTs hosted.  ``"all"`` with the present descent: 80 ms, 1e-5 higher on average.
 DEFAULT_DESCENT = "none"
 DESCENTS = ("none", "best", "all")
-AUTO_RANDOM_STARTS_MAX_CELLS = 1000
-#: ``strategy="auto"`` runs the multi-start OT method up to this many cells x servers, multilevel above.
+#: ``strategy="auto"`` runs the multi-start method up to this many cells x servers, multilevel above.
 MULTISTART_MAX_ENTRIES = 400_000
 #: Multilevel: the coarsest level has at least this many cells per server ...
 COARSE_CELLS_PER_SERVER = 32
