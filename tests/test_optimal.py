@@ -141,3 +141,12 @@ def test_optimal_never_worse_than_any_method_polished(paper, seed):
     for m in ("snr", "voronoi", "paper", "paper-damped"):
         other = solve(p, m, polish=True)
         assert (-opt.n_hosted, opt.objective_ms) <= (-other.n_hosted, other.objective_ms * (1 + 1e-12)), m
+
+
+def test_optimal_batch_polish_mode_is_certified_and_never_worse_than_the_methods(feasible_small):
+    p = build_problem(feasible_small)
+    sol = solve(p, "optimal", polish_mode="batch")
+    assert sol.extra["certificate"]["max_single_move_decrease_rel"] <= 1e-9
+    for m in ("snr", "voronoi", "paper", "paper-damped"):
+        other = solve(p, m, certify=False)
+        assert (-sol.n_hosted, sol.objective_ms) <= (-other.n_hosted, other.objective_ms * (1 + 1e-12)), m

@@ -310,7 +310,8 @@ METHOD_OPTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
                      "min_step": _opt_float(0.0, 1.0, lo_open=True)},
     "optimal": {"max_iter": _opt_int(1, none_ok=True), "rel_tol": _opt_float(0.0), "n_starts": _opt_int(0, none_ok=True),
                 "polish_result": _opt_bool, "strategy": _opt_choice("auto", "multistart", "multilevel"),
-                "direct": _opt_bool, "pt_batch": _opt_bool, "descent": _opt_choice("none", "best", "all")},
+                "direct": _opt_bool, "pt_batch": _opt_bool, "descent": _opt_choice("none", "best", "all"),
+                "polish_mode": _opt_choice("sweep", "batch")},
 }
 SOLVE_OPTIONS: dict[str, Callable[[Any], Any]] = {"polish": _opt_bool, "certify": _opt_bool}
 

@@ -137,6 +137,11 @@ LINE_SEARCH_FLOOR_CELLS = 2.0
 #: optima), the same DTs hosted.  ``"all"`` with the present descent: 80 ms, 1e-5 higher on average.
 DEFAULT_DESCENT = "none"
 DESCENTS = ("none", "best", "all")
+#: ``polish_mode``: ``"sweep"`` (default; :data:`edgeverse.local_search.POLISH_SETTINGS`) or ``"batch"``
+#: (batches of the best moves, PT moves one at a time), the multi-start method only.  Measured on the 320
+#: runs above, against the descent from every start as first built: ``"batch"`` 3.9e-4 lower on average (up
+#: to 3.1 % lower, at worst 0.62 % higher) at 188 ms a run; the default 1.3e-4 higher at 17 ms.
+POLISH_MODES = {"sweep": None, "batch": {"mode": "batch", "pt_batch": False, "passes": 0}}
 #: ``strategy="auto"`` runs the multi-start method up to this many cells x servers, multilevel above.
 MULTISTART_MAX_ENTRIES = 400_000
 #: Multilevel: the coarsest level has at least this many cells per server ...
@@ -168,7 +173,8 @@ HOSTING_FIRST = True
 @register("optimal")
 def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: float = 1e-10,
                    n_starts: int | None = None, polish_result: bool = True, strategy: str = "auto", direct: bool = True,
-                   pt_batch: bool = True, descent: str | None = None, **kw: Any) -> MethodResult:
+                   pt_batch: bool = True, descent: str | None = None, polish_mode: str = "sweep",
+                   **kw: Any) -> MethodResult:
     """Multi-start single-move polish, with the semi-discrete OT descent on the masses on request (ours).
 
     Starts: the distinct partitions of SNR, Voronoi, damped Algorithm 1 and
@@ -203,6 +209,9 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
     multilevel above.  There ``descent="none"`` skips the coarse level's
     descent, any other value runs it (the default: :data:`COARSE_DESCENT`).
     """
+    if polish_mode not in POLISH_MODES:
+        raise ValueError(f"optimal: polish_mode must be one of {', '.join(POLISH_MODES)}; got {polish_mode!r}")
+    settings = POLISH_MODES[polish_mode] if polish_mode != "sweep" else {**POLISH_SETTINGS, "pt_batch": pt_batch}
     if descent is not None and descent not in DESCENTS:
         raise ValueError(f"optimal: descent must be one of {', '.join(DESCENTS)}; got {descent!r}")
     if strategy not in ("auto", "multistart", "multilevel"):
@@ -231,7 +240,7 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
         nonlocal best, total_it
         n_moves = 0
         if polish_result:
-            cs, n_moves, hist = polish(problem, cs, **{**POLISH_SETTINGS, "pt_batch": pt_batch})
+            cs, n_moves, hist = polish(problem, cs, **settings)
             total_it += len(hist) - 1  # the polish's rounds count as iterations too
             ev = evaluate_partition(problem, cs)[1]
             history.append({"iteration": len(history), "phase": f"polish ({label})", "objective_ms": ev.objective_ms,
