@@ -25,10 +25,12 @@ def _arr(x) -> np.ndarray:
 def _safe_div(num, den) -> np.ndarray:
     """num / den with den == 0 giving +inf (num > 0) or 0 (num == 0), no warnings."""
     num, den = np.broadcast_arrays(_arr(num), _arr(den))
-    out = np.full(num.shape, np.inf)
     ok = den > 0
+    if ok.all():  # the usual case: one plain division (the same values)
+        return num / den
+    out = np.full(num.shape, np.inf)
     np.divide(num, den, out=out, where=ok)
-    out = np.where(~ok & (num == 0), 0.0, out)
+    out[~ok & (num == 0)] = 0.0
     return out
 
 
