@@ -323,7 +323,7 @@ def test_missing_file_and_column(tmp_path):
     ({"compute_hz": 8e9, "sites": {"compute_col": "cpu"}}, None, r"servers\.compute_hz: got 8000000000\.0 and "
                                                                  r"servers\.sites\.compute_col='cpu'; give one of them"),
     ({}, {"size_m": [100.0, 100.0]}, r"zone\.size_m: give either zone\.auto or zone\.origin_m / size_m / cells"),
-    ({}, {"auto": {"cell_size_m": 0.01}}, r"zone\.auto\.cell_size_m: got 0\.01 m: .* more than 4 million"),
+    ({}, {"auto": {"cell_size_m": 0.01}}, r"zone\.auto\.cell_size_m: got 0\.01 m: .* more than 16,000,000 \(about 10 GB"),
     ({"sites": {"merge_radius_m": -1}}, None, r"servers\.sites\.merge_radius_m: got -1; input should be greater than "
                                               r"or equal to 0"),
     ({"sites": {"format": "kml"}}, None, r"servers\.sites\.format: got 'kml'; input should be 'opencellid', 'lonlat'"),

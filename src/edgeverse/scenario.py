@@ -564,6 +564,9 @@ def _fail(field: str, message: str) -> None:
 # --------------------------------------------------------------------------- cross-field checks
 #: Largest grid accepted (cells): about 1.6 GB per float64 array of that length.
 MAX_CELLS = 200_000_000
+#: Largest grid ``zone.auto`` makes by itself (a cell size slip, e.g. 0.5 for 50 m, stops here): 4e6 cells
+#: took 2.5 GB in the metro benchmark, so this is about 10 GB.
+AUTO_MAX_CELLS = 16_000_000
 
 
 def _check_consistency(scn: Scenario, base_dir: Path | None) -> None:
@@ -1013,9 +1016,10 @@ def _resolve(scn: Scenario, base_dir: Path | None) -> Scenario:
         origin, size = _read("zone.auto", geo.bounding_zone, pts[:, 0], pts[:, 1], margin_m=auto.margin_m,
                              round_to_m=auto.cell_size_m)
         cells = np.rint(size / auto.cell_size_m).astype(int)
-        if int(np.prod(cells)) > 4_000_000:
+        if int(np.prod(cells)) > AUTO_MAX_CELLS:
             _fail("zone.auto.cell_size_m", f"got {auto.cell_size_m:g} m: {cells[0]} x {cells[1]} cells over "
-                  f"{size[0]:g} m x {size[1]:g} m, more than 4 million; use larger cells")
+                  f"{size[0]:g} m x {size[1]:g} m, more than {AUTO_MAX_CELLS:,} (about 10 GB of memory); use "
+                  f"larger cells, or give zone.origin_m / size_m / cells (at most {MAX_CELLS:,} cells)")
         d["zone"] = dz = {"origin_m": origin.tolist(), "size_m": size.tolist(), "cells": cells.tolist(), "auto": None}
         prov["zone"] = {"auto": {"margin_m": auto.margin_m, "cell_size_m": auto.cell_size_m},
                         "box_of": "servers" + (" and twins" if twin_table is not None else "")}
