@@ -43,15 +43,9 @@ def cmd_solve(args) -> int:
     for m in methods:
         if m not in METHODS:
             raise EdgeverseError(f"--method: got {m!r}; available: {', '.join(METHODS)}, all")
-    from .methods import check_method_options, parse_method_options
+    from .methods import check_run_options, parse_method_options
 
-    options = parse_method_options(args.method_option)
-    for m, o in options.items():
-        if m not in METHODS:
-            raise EdgeverseError(f"--method-option: got method {m!r}; available methods: {', '.join(METHODS)}")
-        if m not in methods:
-            raise EdgeverseError(f"--method-option: names method {m!r}, which is not run (--method {args.method})")
-        options[m] = check_method_options(m, o, where=f"--method-option {m}")
+    options = check_run_options(parse_method_options(args.method_option), methods, f"--method {args.method}")
     out = ensure_out_dir(args.out)
     from .solution import prepare_out_dir
 

@@ -166,10 +166,13 @@ def sensing_cost(problem: Problem, psi_hz: np.ndarray) -> np.ndarray:
     return problem.comm_cost_s_per_bit + render[None, :]
 
 
-def objective_from_costs(problem: Problem, cell_server: np.ndarray, psi_hz: np.ndarray) -> tuple[float, np.ndarray]:
-    """(9a) via the F form: mean_b time_scale * alpha_b * sum_{i in b} m_i F_ib, and T_b [s]."""
+def objective_from_costs(problem: Problem, cell_server: np.ndarray, psi_hz: np.ndarray,
+                         alpha: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """(9a) via the F form: mean_b time_scale * alpha_b * sum_{i in b} m_i F_ib, and T_b [s].
+
+    ``alpha``: the partition's region masses when the caller has them (else computed here)."""
     cs = np.asarray(cell_server)
-    alpha = region_masses(problem, cs)
+    alpha = region_masses(problem, cs) if alpha is None else alpha
     f = problem.links.assigned_comm(cs)
     integral_comm = np.bincount(cs, weights=problem.cell_mass * f, minlength=problem.n_servers)
     render = np.zeros(problem.n_servers)

@@ -27,6 +27,7 @@ import numpy as np
 from .build import Problem
 from .evaluate import host_twins, objective_from_costs, region_masses, sensing_cost
 from .kernels import argmin_affine
+from .units import number_from_text
 
 CONVERGED = "converged"
 CYCLED = "cycled"
@@ -106,17 +107,18 @@ class QuickEvaluation:
     psi_hz: np.ndarray
 
 
-def quick_evaluate(problem: Problem, cs: np.ndarray):
+def quick_evaluate(problem: Problem, cs: np.ndarray, alpha: np.ndarray | None = None):
     """(hosting, evaluation) of a partition for the methods' inner loops.
 
     The objective is the F form (:func:`edgeverse.evaluate.objective_from_costs`,
     the evaluator's value up to rounding) and the per-DT tables are skipped
     (a third of the evaluator's time on the presets); the final solution is
-    always scored by the full evaluator.
+    always scored by the full evaluator.  ``alpha``: the partition's region masses, when the caller has them.
     """
     h = host_twins(problem, cs)
-    obj, _ = objective_from_costs(problem, cs, h.psi)
-    return h, QuickEvaluation(obj * 1e3, int(h.hosted.sum()), region_masses(problem, cs), h.psi)
+    alpha = region_masses(problem, cs) if alpha is None else alpha
+    obj, _ = objective_from_costs(problem, cs, h.psi, alpha)
+    return h, QuickEvaluation(obj * 1e3, int(h.hosted.sum()), alpha, h.psi)
 
 
 @register("snr")
@@ -137,8 +139,9 @@ def _psi(alloc) -> np.ndarray:
     return alloc.psi_hz if hasattr(alloc, "psi_hz") else alloc.psi
 
 
-def _record(problem: Problem, it: int, cs: np.ndarray, prev: np.ndarray | None, **more: Any) -> tuple[dict, Any]:
-    alloc, ev = quick_evaluate(problem, cs)
+def _record(problem: Problem, it: int, cs: np.ndarray, prev: np.ndarray | None, *, masses: np.ndarray | None = None,
+            **more: Any) -> tuple[dict, Any]:
+    alloc, ev = quick_evaluate(problem, cs, masses)
     row = {
         "iteration": it,
         "objective_ms": ev.objective_ms,
@@ -234,7 +237,7 @@ def paper_damped(problem: Problem, *, max_iter: int | None = None, step: float =
         new = map_14(problem, alpha, psi)
         m = region_masses(problem, new)
         res = float(np.abs(m - alpha).sum())
-        row, alloc = _record(problem, it, new, cs, residual=res, step=lam)
+        row, alloc = _record(problem, it, new, cs, masses=m, residual=res, step=lam)
         history.append(row)
         cs = new
         if res < best[0]:
@@ -257,10 +260,8 @@ def paper_damped(problem: Problem, *, max_iter: int | None = None, step: float =
 def _as_number(v):
     """A number written as a string (YAML reads ``1e2`` as one) is read as that number."""
     if isinstance(v, str):
-        try:
-            return float(v.strip())
-        except ValueError:
-            return v
+        n = number_from_text(v)
+        return v if n is None else n
     return v
 
 
@@ -308,10 +309,7 @@ METHOD_OPTIONS: dict[str, dict[str, Callable[[Any], Any]]] = {
     "paper": {"max_iter": _opt_int(1), "rel_tol": _opt_float(0.0)},
     "paper-damped": {"max_iter": _opt_int(1), "step": _opt_float(0.0, 1.0, lo_open=True),
                      "min_step": _opt_float(0.0, 1.0, lo_open=True)},
-    "optimal": {"max_iter": _opt_int(1, none_ok=True), "rel_tol": _opt_float(0.0), "n_starts": _opt_int(0, none_ok=True),
-                "polish_result": _opt_bool, "strategy": _opt_choice("auto", "multistart", "multilevel"),
-                "direct": _opt_bool, "pt_batch": _opt_bool, "descent": _opt_choice("none", "best", "all"),
-                "polish_mode": _opt_choice("sweep", "batch")},
+    # "optimal": registered by edgeverse.optimal, from its own choices
 }
 SOLVE_OPTIONS: dict[str, Callable[[Any], Any]] = {"polish": _opt_bool, "certify": _opt_bool}
 
@@ -337,6 +335,22 @@ def parse_method_options(items: Sequence[str] | None) -> dict[str, dict[str, Any
             raise EdgeverseError(f"--method-option {item!r}: expected METHOD.OPTION=VALUE, "
                                  "e.g. --method-option optimal.n_starts=4")
         out.setdefault(method, {})[opt] = yaml.safe_load(value)
+    return out
+
+
+def check_run_options(options: dict[str, dict[str, Any]], run: Sequence[str], run_label: str,
+                      where: str = "--method-option") -> dict[str, dict[str, Any]]:
+    """``{method: options}`` given for a run of ``run`` methods, checked: every method known and run, every
+    option by :func:`check_method_options`.  ``run_label`` says where the run's methods came from."""
+    from .errors import EdgeverseError
+
+    out = {}
+    for m, o in options.items():
+        if m not in METHODS:
+            raise EdgeverseError(f"{where}: got method {m!r}; available methods: {', '.join(METHODS)}")
+        out[m] = check_method_options(m, o, where=f"{where} {m}")
+        if out[m] and m not in run:
+            raise EdgeverseError(f"{where}: names method {m!r}, which is not run ({run_label})")
     return out
 
 

@@ -36,7 +36,8 @@ from .build import Problem
 from .errors import ConvergenceWarning
 from .evaluate import evaluate_partition, region_masses
 from .local_search import POLISH_SETTINGS, certificate, polish
-from .methods import CONVERGED, MAX_ITER, METHODS, STALLED, MethodResult, register
+from .methods import (CONVERGED, MAX_ITER, METHOD_OPTIONS, METHODS, STALLED, MethodResult, _opt_bool,
+                      _opt_choice, _opt_float, _opt_int, register)
 from .partition import solve_semidiscrete
 
 
@@ -142,6 +143,7 @@ DESCENTS = ("none", "best", "all")
 #: runs above, against the descent from every start as first built: ``"batch"`` 3.9e-4 lower on average (up
 #: to 3.1 % lower, at worst 0.62 % higher) at 188 ms a run; the default 1.3e-4 higher at 17 ms.
 POLISH_MODES = {"sweep": None, "batch": {"mode": "batch", "pt_batch": False, "passes": 0}}
+STRATEGIES = ("auto", "multistart", "multilevel")
 #: ``strategy="auto"`` runs the multi-start method up to this many cells x servers, multilevel above.
 MULTISTART_MAX_ENTRIES = 400_000
 #: Multilevel: the coarsest level has at least this many cells per server ...
@@ -157,10 +159,6 @@ INTERMEDIATE_ROUNDS = 30
 COARSEST_ROUNDS = 40
 #: Multilevel: single-move rounds on the full grid at most (the certificate then tells how close it is).
 FINEST_ROUNDS = 60
-#: Multilevel: boundary passes per sweep of the polish on the full grid and on the coarser levels
-#: (see :func:`edgeverse.local_search.polish`).
-SWEEP_PASSES = 10
-COARSE_SWEEP_PASSES = 10
 #: Multilevel: the OT descent on the masses on the coarsest level (when it is small and dense).
 COARSE_DESCENT = True
 #: Multilevel: damped Algorithm 1 as a start on a sparse coarsest level (many servers).  Off: there its map
@@ -209,13 +207,11 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
     multilevel above.  There ``descent="none"`` skips the coarse level's
     descent, any other value runs it (the default: :data:`COARSE_DESCENT`).
     """
-    if polish_mode not in POLISH_MODES:
-        raise ValueError(f"optimal: polish_mode must be one of {', '.join(POLISH_MODES)}; got {polish_mode!r}")
-    settings = POLISH_MODES[polish_mode] if polish_mode != "sweep" else {**POLISH_SETTINGS, "pt_batch": pt_batch}
-    if descent is not None and descent not in DESCENTS:
-        raise ValueError(f"optimal: descent must be one of {', '.join(DESCENTS)}; got {descent!r}")
-    if strategy not in ("auto", "multistart", "multilevel"):
-        raise ValueError(f"optimal: strategy must be auto, multistart or multilevel; got {strategy!r}")
+    for name, value, allowed in (("polish_mode", polish_mode, POLISH_MODES), ("strategy", strategy, STRATEGIES),
+                                 ("descent", descent, DESCENTS + (None,))):
+        if value not in allowed:  # solve() checks these first; this guards direct calls of the method
+            raise ValueError(f"optimal: {name} must be one of {', '.join(str(a) for a in allowed)}; got {value!r}")
+    settings = POLISH_MODES[polish_mode] or {**POLISH_SETTINGS, "pt_batch": pt_batch}
     if strategy == "multilevel" or (strategy == "auto"
                                     and problem.n_cells * problem.n_servers > MULTISTART_MAX_ENTRIES):
         return multilevel_optimal(problem, max_iter=max_iter, rel_tol=rel_tol, descent=descent, **kw)
@@ -259,7 +255,7 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
     descend = {label for (label, _), _ in todo if label != "paper"} if descent == "all" else (
         {min(todo, key=lambda se: _key(se[1]))[0][0]} if descent == "best" else set())
     for (label, cs0), ev0 in todo:
-        if (direct or label == "paper" or label not in descend) and polish_result:
+        if polish_result and (direct or label not in descend):
             finish(cs0, ev0, f"{label}, polished", CONVERGED, "single-cell polish of the start")
         if label not in descend:  # polished only; Algorithm 1 as written is never descended from (it ends far away)
             if not polish_result and (best is None or _key(ev0) < _key(best[1])):
@@ -278,6 +274,13 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
                f"certificate {cert.max_decrease_rel:.3g} (relative)")
     extra = {"certificate": cert.to_dict(), "best_start": label, "polish_moves": n_moves, "n_starts": len(starts)}
     return MethodResult(cs, status, total_it, history, message, extra)
+
+
+METHOD_OPTIONS["optimal"] = {
+    "max_iter": _opt_int(1, none_ok=True), "rel_tol": _opt_float(0.0), "n_starts": _opt_int(0, none_ok=True),
+    "polish_result": _opt_bool, "strategy": _opt_choice(*STRATEGIES), "direct": _opt_bool, "pt_batch": _opt_bool,
+    "descent": _opt_choice(*DESCENTS), "polish_mode": _opt_choice(*POLISH_MODES),
+}
 
 
 # --------------------------------------------------------------------------- multilevel (city scale)
@@ -401,12 +404,8 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
             cs = _prolong(chain[lvl + 1], p, cs)
         if polish_result or lvl > 0:
             t0 = time.perf_counter()
-            cap = FINEST_ROUNDS if lvl == 0 else (
-                COARSEST_ROUNDS if lvl == len(chain) - 1
-                else INTERMEDIATE_ROUNDS)
-            cs, n_moves, hist = polish(p, cs, pt_batch=True, mode="sweep", max_rounds=cap,
-                                       passes=SWEEP_PASSES if lvl == 0 else COARSE_SWEEP_PASSES,
-                                       hosting_first=HOSTING_FIRST)
+            cap = FINEST_ROUNDS if lvl == 0 else (COARSEST_ROUNDS if lvl == len(chain) - 1 else INTERMEDIATE_ROUNDS)
+            cs, n_moves, hist = polish(p, cs, **POLISH_SETTINGS, max_rounds=cap, hosting_first=HOSTING_FIRST)
             n_moves_total += n_moves
             total_it += len(hist) - 1
             if lvl > 0:

@@ -169,18 +169,9 @@ def make_plan(*, quick: bool = False, methods: Sequence[str] | None = None, seed
     grid_cells = (QUICK_GRID if quick else REPRO_GRID) if grid_cells is None else int(grid_cells)
     if grid_cells < 2:
         raise EdgeverseError(f"--grid: got {grid_cells}; at least 2 cells per axis")
-    opts: dict[str, dict[str, Any]] = {}
-    for m, o in (method_options or {}).items():
-        if m not in METHODS:
-            raise EdgeverseError(f"--method-option: got method {m!r}; available methods: {', '.join(known)}")
-        opts.setdefault(m, {}).update(o)
-    from .methods import check_method_options
+    from .methods import check_run_options
 
-    opts = {m: check_method_options(m, o, where=f"--method-option {m}") for m, o in opts.items()}
-    unused = [m for m, o in opts.items() if o and m not in chosen]
-    if unused:
-        raise EdgeverseError(f"--method-option: names method {unused[0]!r}, which is not run (--methods: "
-                             f"{', '.join(chosen)})")
+    opts = check_run_options(dict(method_options or {}), chosen, f"--methods: {', '.join(chosen)}")
     opts = {m: o for m, o in opts.items() if o}
     w = workers if workers is not None else available_workers()
     if w < 1:

@@ -30,6 +30,7 @@ from scipy.special import ndtr
 
 from .channel import PATH_LOSS_MODELS
 from .errors import ScenarioError
+from .units import number_from_text
 
 
 def _no_bool(v):
@@ -38,11 +39,8 @@ def _no_bool(v):
     if isinstance(v, bool):
         raise ValueError("must be an integer, not true/false")
     if isinstance(v, str):
-        try:
-            f = float(v.strip())
-        except ValueError:
-            return v
-        if np.isfinite(f) and f == int(f):
+        f = number_from_text(v)
+        if f is not None and float(f).is_integer():
             return int(f)
     return v
 
@@ -644,10 +642,6 @@ def _check_consistency(scn: Scenario, base_dir: Path | None) -> None:
         _fail("twins.types", f"type names {names} repeat; each type needs its own name")
 
 
-#: Below these a value is valid but most likely written in the wrong unit (a warning, not an error).
-PLAUSIBLE_MIN = {"servers.compute_hz": (1e6, "8 GHz is 8e9"), "servers.sensor_bandwidth_hz": (1e3, "10 MHz is 1e7")}
-
-
 def _warn(field: str, message: str) -> None:
     import warnings
 
@@ -657,20 +651,17 @@ def _warn(field: str, message: str) -> None:
 
 
 def _check_units(scn: Scenario) -> None:
-    """Warnings for values that are allowed but look like a unit slip."""
-    for field, (low, unit) in PLAUSIBLE_MIN.items():
-        val = getattr(scn.servers, field.split(".")[1])
-        vals = [val] if not isinstance(val, list) else val
-        bad = [v for v in vals if v is not None and 0 < v < low]
+    """Warnings for values that are allowed but look like a unit slip: a frequency [Hz] far too low."""
+    s = scn.servers
+    fields = [("servers.compute_hz", s.compute_hz, 1e6, "8 GHz is 8e9"),
+              ("servers.sensor_bandwidth_hz", s.sensor_bandwidth_hz, 1e3, "10 MHz is 1e7"),
+              ("channel.carrier_hz", scn.channel.carrier_hz, 1e6, "3.5 GHz is 3.5e9")]
+    fields += [(f"twins.types[{i}].bandwidth_hz", t.bandwidth_hz, 1e3, "1 MHz is 1e6")
+               for i, t in enumerate(scn.twins.types)]
+    for field, val, low, example in fields:
+        bad = [v for v in (val if isinstance(val, list) else [val]) if v is not None and 0 < v < low]
         if bad:
-            _warn(field, f"got {bad[0]:g} Hz, implausibly low: written in another unit? (the unit is Hz; {unit})")
-    for i, t in enumerate(scn.twins.types):
-        if 0 < t.bandwidth_hz < 1e3:
-            _warn(f"twins.types[{i}].bandwidth_hz", f"got {t.bandwidth_hz:g} Hz, implausibly low: written in another "
-                  "unit? (the unit is Hz; 1 MHz is 1e6)")
-    if 0 < scn.channel.carrier_hz < 1e6:
-        _warn("channel.carrier_hz", f"got {scn.channel.carrier_hz:g} Hz, implausibly low: written in another unit? "
-              "(the unit is Hz; 3.5 GHz is 3.5e9)")
+            _warn(field, f"got {bad[0]:g} Hz, implausibly low: written in another unit? (the unit is Hz; {example})")
 
 
 def _check_spatial(spec, field: str, scn: Scenario, base_dir: Path | None, *, is_density: bool) -> None:
@@ -875,19 +866,21 @@ def _check_spread(center, tables, *, given: bool) -> None:
         lon, lat = np.asarray(t.lon_deg, dtype=float), np.asarray(t.lat_deg, dtype=float)
         if lon.size == 0:
             continue
+        def row(k: int) -> int:
+            return int(t.source_rows[k]) if t.source_rows is not None else k + 1
+
         med_lon, med_lat = float(np.median(lon)), float(np.median(lat))
         d_med = _great_circle_km(med_lon, med_lat, lon, lat)
         k = int(np.argmax(d_med))
-        row = int(t.source_rows[k]) if t.source_rows is not None else k + 1
         if d_med[k] > lim:
-            _fail(field, f"{t.path}: row {row} (lon {lon[k]:.6g}, lat {lat[k]:.6g}) is {d_med[k]:,.0f} km from the "
+            _fail(field, f"{t.path}: row {row(k)} (lon {lon[k]:.6g}, lat {lat[k]:.6g}) is {d_med[k]:,.0f} km from the "
                   f"median of the rows (lon {med_lon:.6g}, lat {med_lat:.6g}); at most {lim:g} km are "
                   "allowed: a stray row, or lon and lat swapped in it?")
         d_c = _great_circle_km(float(center[0]), float(center[1]), lon, lat)
         k = int(np.argmax(d_c))
         if given and d_c[k] > lim:
             _fail("geo.center_lonlat_deg", f"got {[float(c) for c in center]}; the rows of {t.path} lie up to "
-                  f"{d_c[k]:,.0f} km from it (row {int(t.source_rows[k]) if t.source_rows is not None else k + 1}); "
+                  f"{d_c[k]:,.0f} km from it (row {row(k)}); "
                   f"the local projection is meant for points within {lim:g} km of its centre: give [lon, lat] "
                   "inside the area (check the order: longitude first), or null for the centre of the rows' box")
 

@@ -220,13 +220,13 @@ def solve(scenario: Scenario | Problem, method: str, *, polish: bool = False, ce
     """
     if method not in METHODS:
         raise EdgeverseError(f"method: got {method!r}; available methods: {', '.join(METHODS)}")
+    if not isinstance(scenario, (Scenario, Problem)):
+        raise EdgeverseError(f"solve: got {scenario!r} ({type(scenario).__name__}); pass a Scenario "
+                             "(get_preset('paper'), load_scenario('my.yaml')) or a Problem (build_problem(scenario))")
     from .methods import check_method_options
 
     options = check_method_options(method, options, solve_options=False)
     check_method_options(method, {"polish": polish, "certify": certify})
-    if not isinstance(scenario, (Scenario, Problem)):
-        raise EdgeverseError(f"solve: got {scenario!r} ({type(scenario).__name__}); pass a Scenario "
-                             "(get_preset('paper'), load_scenario('my.yaml')) or a Problem (build_problem(scenario))")
     problem = scenario if isinstance(scenario, Problem) else build_problem(scenario)
     t0 = time.perf_counter()
     res: MethodResult = METHODS[method](problem, **options)
@@ -365,10 +365,10 @@ def load_solution(path: str | Path) -> Solution:
         raise EdgeverseError(f"{p}: a damaged edgeverse solution ({type(exc).__name__}: {exc})") from None
     if cs.shape != (problem.n_cells,):
         raise ScenarioError(f"{p}: cell_server has {cs.size} entries; the grid has {problem.n_cells} cells")
-    for name, arr, n in (("cell_server", cs, problem.n_cells), ("twins[].server", ts, K)):
+    if ts.shape != (K,):
+        raise EdgeverseError(f"{p}: twins has {ts.size} entries; the scenario has {K}")
+    for name, arr in (("cell_server", cs), ("twins[].server", ts)):
         bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)) | (arr < 0) | (arr >= B))
-        if arr.shape[0] != n:
-            raise EdgeverseError(f"{p}: {name} has {arr.shape[0]} entries; the scenario has {n}")
         if bad.size:
             raise EdgeverseError(f"{p}: {name}[{bad[0]}] = {float(arr[bad[0]]):g}; must be a server index in 0..{B - 1}")
     if psi.shape != (B,) or not np.all(np.isfinite(psi)) or not np.all(np.isfinite(phi)):

@@ -76,6 +76,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import __version__
 from .errors import EdgeverseError, ScenarioError
 from .store import DB_NAME, ResultStore, encode_axis_value, load_results
+from .units import number_from_text
 from .scenario import _NoBool, Scenario, get_preset, load_scenario
 
 EXECUTORS = ("local", "dask", "serial")
@@ -247,20 +248,16 @@ class SweepSpec(BaseModel):
         return {k: (v.values() if isinstance(v, Range) else list(v)) for k, v in self.axes.items()}
 
 
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
 def _yaml12_number(x: Any) -> Any:
-    """A value of an axis list with numbers written as YAML 1.1 strings (``5e6``: PyYAML reads no exponent
-    without a dot) turned into numbers, also inside lists, so that the results' axis columns are numeric: a
-    whole number written without a dot is an int (``1e2`` -> 100, as a count would be), else a float.
+    """An axis value with numbers written as text (:func:`edgeverse.units.number_from_text`) turned into
+    numbers, also inside lists, so that the results' axis columns are numeric.
 
     >>> _yaml12_number("5e6"), _yaml12_number(["16e9", 8]), _yaml12_number("2.5e-3"), _yaml12_number("S1")
     (5000000, [16000000000, 8], 0.0025, 'S1')
     """
-    if isinstance(x, str) and _NUMBER.fullmatch(x.strip()):
-        v = float(x)
-        return int(v) if "." not in x and v.is_integer() and abs(v) < 2**53 else v
+    if isinstance(x, str):
+        v = number_from_text(x)
+        return x if v is None else v
     if isinstance(x, list):
         return [_yaml12_number(v) for v in x]
     return x

@@ -17,6 +17,8 @@ Examples
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import numpy.typing as npt
 
@@ -69,3 +71,20 @@ def hz_to_ghz(value_hz: ArrayLike) -> np.ndarray:
 def s_to_ms(value_s: ArrayLike) -> np.ndarray:
     """Milliseconds from seconds."""
     return np.asarray(value_s, dtype=float) * 1e3
+
+
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def number_from_text(text: str) -> int | float | None:
+    """A number written as text (PyYAML, a YAML 1.1 reader, gives ``5e6`` or ``1e2`` as strings): an int when
+    it is whole and written without a dot, else a float; None when the text is not a plain number.
+
+    >>> number_from_text("5e6"), number_from_text(" 2.5e-3 "), number_from_text("5.0"), number_from_text("S1")
+    (5000000, 0.0025, 5.0, None)
+    """
+    t = text.strip()
+    if not _NUMBER_TEXT.fullmatch(t):
+        return None
+    v = float(t)
+    return int(v) if "." not in t and v.is_integer() and abs(v) < 2**53 else v
