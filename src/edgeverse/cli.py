@@ -63,7 +63,8 @@ def cmd_solve(args) -> int:
     problem = build_problem(scn)  # gains and per-cell costs once, shared by every method
     from .solution import warm_up
 
-    warm_up(methods, sparse=problem.sparse)  # the compiled kernels' loading is not in the reported wall time
+    # the compiled kernels' loading (or first compilation) is not in the reported wall time
+    warm_up(methods, sparse=problem.sparse, polish=args.polish or any(o.get("polish") for o in options.values()))
     for m in methods:
         opts = dict(options.get(m, {}))
         sol = solve(problem, m, polish=bool(opts.pop("polish", False) or args.polish), **opts)

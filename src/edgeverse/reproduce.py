@@ -1224,7 +1224,7 @@ def write_report(path: Path, *, plan: Plan, summary: list[dict], rows: list[dict
                    + ", ".join(f"{hotspot_sigma_m(preset_config(p)):g} m" for p in plan.presets)
                    + f"); map of seed {plan.seeds[0]}, statistics over all seeds"],
         ["Fig. 3", f"K in {list(plan.k_values)}, sigma = the preset's"],
-        ["Fig. 4", f"sigma in {[f'{s:g}' for s in plan.sigma_values_m]} m, K = {plan.fig4_k} (the paper does not give "
+        ["Fig. 4", f"sigma in [{', '.join(f'{s:g}' for s in plan.sigma_values_m)}] m, K = {plan.fig4_k} (the paper does not give "
                    "Fig. 4's K; we keep the presets' value, Fig. 2's)"],
         ["grid", f"{plan.grid_cells} x {plan.grid_cells} cells of "
                  f"{preset_config(plan.presets[0])['zone']['size_m'][0] / plan.grid_cells:g} m"

@@ -25,7 +25,7 @@ import numpy as np
 from . import __version__
 from .build import Problem, build_problem
 from .errors import EdgeverseError, ScenarioError
-from .evaluate import Allocation, Evaluation, evaluate, evaluate_partition
+from .evaluate import Allocation, Evaluation, allocate, evaluate, evaluate_partition
 from .methods import CONVERGED, METHODS, MethodResult
 from .scenario import Scenario
 
@@ -255,12 +255,13 @@ def solve(scenario: Scenario | Problem, method: str, *, polish: bool = False, ce
     return Solution(name, problem, cs, alloc, ev, status, res.iterations, res.history, message, extra, wall)
 
 
-def warm_up(methods, *, sparse: bool = False) -> float:
+def warm_up(methods, *, sparse: bool = False, polish: bool = False) -> float:
     """Load the compiled kernels ``methods`` use (numba's on-disk cache) with one solve of a tiny problem each.
 
     The first call of a numba kernel in a process loads it (0.1-0.5 s), which is not the method's cost: the
     CLI and the benchmarks call this before timing a solve.  ``sparse``: warm the candidate-server paths
-    (problems with many servers) too.  Returns the seconds spent (0 without numba).
+    (problems with many servers) too; ``polish``: the polish's kernels too (``solve(..., polish=True)``).
+    Returns the seconds spent (0 without numba).
     """
     from . import kernels
 
@@ -273,7 +274,7 @@ def warm_up(methods, *, sparse: bool = False) -> float:
     for cand in ((None, 6) if sparse else (None,)):
         p = build_problem(tiny, candidates=cand)
         for m in methods:
-            solve(p, m)
+            solve(p, m, polish=polish)
     return time.perf_counter() - t0
 
 
@@ -350,8 +351,12 @@ def load_solution(path: str | Path) -> Solution:
         cs = np.asarray(data["cell_server"], dtype=float)
         tw, srv = data["twins"], data["servers"]
         ts = np.array([t["server"] for t in tw], dtype=float)
-        if any(not isinstance(t["hosted"], bool) for t in tw) or any(isinstance(v, bool) for v in data["cell_server"]):
-            raise ValueError("hosted must be true/false and cell_server server indices")
+        odd = next((k for k, t in enumerate(tw) if not isinstance(t["hosted"], bool)), None)
+        if odd is not None:
+            raise ValueError(f"twins[{odd}].hosted: got {tw[odd]['hosted']!r}; must be true or false")
+        odd = next((i for i, v in enumerate(data["cell_server"]) if isinstance(v, bool)), None)
+        if odd is not None:
+            raise ValueError(f"cell_server[{odd}]: got {data['cell_server'][odd]!r}; must be a server index")
         hosted = np.array([t["hosted"] for t in tw], dtype=bool)
         phi = np.array([t["phi_hz"] if t["phi_hz"] is not None else np.nan for t in tw], dtype=float)
         reason = np.array([t["reason"] for t in tw], dtype=str)
@@ -360,6 +365,11 @@ def load_solution(path: str | Path) -> Solution:
         odd = sorted(set(reason.tolist()) - set(REASONS))
         if odd:
             raise ValueError(f"twins[].reason {odd[0]!r} is not one of {', '.join(REASONS)}")
+        from .evaluate import HOSTED
+
+        odd = np.flatnonzero(hosted != (reason == HOSTED))
+        if odd.size:
+            raise ValueError(f"twins[{odd[0]}]: hosted {bool(hosted[odd[0]])} but reason {reason[odd[0]]!r}")
         psi = np.array([s["psi_hz"] if s["psi_hz"] is not None else np.nan for s in srv], dtype=float)
     except (KeyError, TypeError, ValueError) as exc:
         raise EdgeverseError(f"{p}: a damaged edgeverse solution ({type(exc).__name__}: {exc})") from None
@@ -367,26 +377,39 @@ def load_solution(path: str | Path) -> Solution:
         raise ScenarioError(f"{p}: cell_server has {cs.size} entries; the grid has {problem.n_cells} cells")
     if ts.shape != (K,):
         raise EdgeverseError(f"{p}: twins has {ts.size} entries; the scenario has {K}")
-    for name, arr in (("cell_server", cs), ("twins[].server", ts)):
+    for name, arr in (("cell_server[{}]", cs), ("twins[{}].server", ts)):
         bad = np.flatnonzero(~np.isfinite(arr) | (arr != np.round(arr)) | (arr < 0) | (arr >= B))
         if bad.size:
-            raise EdgeverseError(f"{p}: {name}[{bad[0]}] = {float(arr[bad[0]]):g}; must be a server index in 0..{B - 1}")
+            raise EdgeverseError(f"{p}: {name.format(bad[0])} = {float(arr[bad[0]]):g}; must be a server index in "
+                                 f"0..{B - 1}")
     if psi.shape != (B,) or not np.all(np.isfinite(psi)) or not np.all(np.isfinite(phi)):
         raise EdgeverseError(f"{p}: servers[].psi_hz and twins[].phi_hz must be finite, one per server / DT")
     cs, ts = cs.astype(int), ts.astype(int)
-    alloc = Allocation(twin_server=ts, hosted=hosted, phi_hz=phi, psi_hz=psi, reason=reason)
-    ev = evaluate(problem, cs, ts, hosted, phi, psi)
-    if ev.violations:  # a saved split that breaks (9b)/(9c) was edited, or written by something else
-        import warnings
-
-        warnings.warn(f"{p}: the saved DT hosting and compute split break the constraints: "
-                      + "; ".join(ev.violations[:3]) + (" ..." if len(ev.violations) > 3 else ""), stacklevel=2)
-    wall = 0.0
+    # the hosting and compute split follow from the partition (the evaluator's allocate, the same for every
+    # method): a saved one that differs was edited, or written by something else
+    alloc = allocate(problem, cs)
+    for name, saved, derived in (("twins[{}].server", ts, alloc.twin_server), ("twins[{}].hosted", hosted, alloc.hosted),
+                                 ("twins[{}].reason", reason, alloc.reason), ("twins[{}].phi_hz", phi, alloc.phi_hz),
+                                 ("servers[{}].psi_hz", psi, alloc.psi_hz)):
+        same = np.isclose(saved, derived, rtol=1e-9, atol=0.0) if saved.dtype.kind == "f" else saved == derived
+        if not np.all(same):
+            k = int(np.flatnonzero(~same)[0])
+            raise EdgeverseError(f"{p}: {name.format(k)} = {saved[k].item()!r}, but the partition gives "
+                                 f"{derived[k].item()!r} "
+                                 "(the evaluator's allocation): an edited or foreign solution")
+    ev = evaluate(problem, cs, alloc.twin_server, alloc.hosted, alloc.phi_hz, alloc.psi_hz)
+    wall = math.nan  # unknown unless timing.json says (informational: a damaged one costs the wall time only)
     timing = p.parent / "timing.json"
-    try:  # informational: a damaged timing file costs the wall time only
-        wall = float(json.loads(timing.read_text()).get("wall_time_s") or 0.0) if timing.exists() else 0.0
-    except (ValueError, TypeError, AttributeError, OSError):
-        wall = math.nan
+    if timing.exists():
+        try:
+            wall = float(json.loads(timing.read_text())["wall_time_s"])
+            if not wall >= 0:
+                raise ValueError(wall)
+        except (ValueError, TypeError, KeyError, OSError):
+            import warnings
+
+            wall = math.nan
+            warnings.warn(f"{timing}: damaged (no wall_time_s >= 0 in it); the wall time is unknown", stacklevel=2)
     try:
         iterations = int(data["iterations"])
     except (TypeError, ValueError):
