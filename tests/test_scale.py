@@ -479,3 +479,78 @@ def test_far_comm_columns_equal_geometry_and_stay_bounded(pair, both_paths, monk
     srv = rng.integers(0, links.n_servers, n)
     np.testing.assert_array_equal(links.comm_at(cells, srv), dense.links.comm[cells, srv])
     links._columns.clear()
+
+
+@pytest.fixture(scope="module")
+def tight_pair():
+    """``pair`` with 0.15 of its compute: several servers cannot host all their DTs (exact list walks)."""
+    scn = city_scenario(36, 20, 90, side_m=6000.0, seed=2)
+    scn = scn.with_overrides({"servers.compute_hz": (np.asarray(scn.servers.compute_hz) * 0.15).tolist()})
+    return build_problem(scn, candidates=20), build_problem(scn, candidates=6)
+
+
+@pytest.mark.parametrize("start", ["snr", "voronoi", "paper"])
+def test_pt_sweep_bookkeeping_equals_the_state(tight_pair, both_paths, start):
+    """The sweep's own per-server state after moving PT cells (hosting by admission walks, psi, masses, T_b)
+    is the state recomputed from its partition, and the sweep never makes the (hosting, objective) key worse."""
+    from edgeverse.local_search import _run_sweep, _SweepPT
+
+    moved_pt = saturated = 0
+    for prob in tight_pair:
+        ptc = _pt_cells(prob)
+        st = _state(prob, METHODS[start](prob).cell_server)
+        fin = np.bincount(st.twin_server, weights=np.isfinite(st.need), minlength=prob.n_servers)
+        saturated += int((st.hosted != fin).sum())
+        sw = _SweepPT.build(prob, ptc)
+        for targets in (sw.no_targets(), sw.targets(prob, _pt_best(prob, st, ptc, 0.0))):
+            none = np.full(prob.n_cells, -1, dtype=np.int64)
+            cs, c_own, k, out = _run_sweep(prob, st, sw, np.zeros(0, dtype=np.int64), none, np.zeros(prob.n_cells),
+                                           targets, rel_tol=1e-12, passes=3, skip=_skip_mask(prob, ptc))
+            new = _state(prob, cs)
+            moved_pt += int((cs[ptc.cells] != st.cs[ptc.cells]).sum())
+            assert k > 0
+            assert np.array_equal(out["hosted"], new.hosted)
+            np.testing.assert_allclose(out["psi"], new.psi, rtol=1e-12)
+            np.testing.assert_allclose(out["alpha"], new.alpha, rtol=1e-9, atol=1e-15)
+            np.testing.assert_allclose(c_own, new.c_own, rtol=0)
+            np.testing.assert_allclose(out["t"], new.t, rtol=1e-9)
+            assert out["objective"] == pytest.approx(new.objective, rel=1e-9)
+            assert (-int(new.hosted.sum()), new.objective) < (-int(st.hosted.sum()), st.objective)
+    assert moved_pt > 0 and saturated > 0  # the test exercises PT moves and the exact walks
+
+
+@pytest.mark.parametrize("pt_sweep", [False, True])
+def test_polish_with_pt_sweep_certified(tight_pair, both_paths, pt_sweep):
+    """With or without PT cells in the sweeps, the polish ends at a certified single-move local optimum,
+    never worse than its start, for the dense and the sparse forms."""
+    for prob in tight_pair:
+        cs0 = METHODS["snr"](prob).cell_server
+        start = evaluate_partition(prob, cs0)[1]
+        cs, moves, hist = polish(prob, cs0, mode="sweep", pt_batch=True, passes=10, hosting_first=True,
+                                 pt_sweep=pt_sweep)
+        ev = evaluate_partition(prob, cs)[1]
+        assert (ev.total_hosted, -ev.objective_ms) > (start.total_hosted, -start.objective_ms)
+        cert = certificate(prob, cs)
+        assert cert.max_decrease_rel <= 1e-9 and cert.hosting_gain_available == 0
+        keys = [(-h["n_hosted"], h["objective_ms"]) for h in hist]
+        assert all(b <= a for a, b in zip(keys, keys[1:]))
+
+
+def test_server_disjoint_moves_add_up_exactly(tight_pair):
+    """Hosting-increasing PT moves on disjoint server pairs: the batch's changes are the sum of the moves'."""
+    from edgeverse.local_search import _server_disjoint
+
+    prob = tight_pair[1]
+    ptc = _pt_cells(prob)
+    st = _state(prob, METHODS["paper-damped"](prob).cell_server)
+    pt = _pt_best(prob, st, ptc, 0.0)
+    order = np.flatnonzero(pt.dh > 0)
+    sel = _server_disjoint(order[np.lexsort((pt.dj[order], -pt.dh[order]))], st.cs[ptc.cells], pt.j)
+    assert sel.size == 7 and order.size == 17
+    pairs = np.concatenate([st.cs[ptc.cells[sel]], pt.j[sel]])
+    assert np.unique(pairs).size == pairs.size
+    cs = st.cs.copy()
+    cs[ptc.cells[sel]] = pt.j[sel]
+    new = _state(prob, cs)
+    assert int(new.hosted.sum()) - int(st.hosted.sum()) == int(pt.dh[sel].sum())
+    assert new.objective - st.objective == pytest.approx(float(pt.dj[sel].sum()), rel=1e-9, abs=1e-15)

@@ -195,6 +195,50 @@ def build_twins(scenario: Scenario, grid: Grid, servers_xy, servers_h, noise_psd
     )
 
 
+def _candidate_needs(scenario, links: CellLinks, cell, xy, h, w_hz, zeta, gamma, d_bits, mu, n0, need_fn):
+    """The DTs' line-9 compute at their cell's candidate servers (``need_fn(rows, servers)``) and, per
+    server class, its lower bound at any non-candidate server (the bound the PT moves use)."""
+    model = links.model
+    k = cell.shape[0]
+    if not k:
+        return np.zeros((0, links.k)), np.zeros((0, links.n_classes))
+    twin_band = scenario.model.twin_noise_bandwidth == "twin_band"
+    S = links.server[cell]
+    rows = np.broadcast_to(np.arange(k)[:, None], S.shape)
+    cand_need = need_fn(rows.reshape(-1), S.reshape(-1)).reshape(S.shape)
+    # PTs are anywhere in their cell: a non-candidate server is at least (k-th nearest distance of the
+    # cell centre) - (distance of the PT from the centre) away
+    centre = links.points.xy(cell)
+    dk = np.sqrt(((centre[:, None, :] - model.server_xy[S]) ** 2).sum(axis=2)).max(axis=1)
+    off = np.sqrt(((xy - centre) ** 2).sum(axis=1))
+    dlb = np.maximum(dk * (1.0 - BOUND_SLACK) - off * (1.0 + BOUND_SLACK), 0.0)
+    _, rep = server_classes(model)
+    need_lb = np.empty((k, rep.size))
+    for c, b in enumerate(rep):
+        s = np.full(k, b)
+        g = model.gain_at_distance(dlb, h, s) * (1.0 + BOUND_SLACK)
+        noise = n0[s] * w_hz if twin_band else n0[s]
+        rate = physics.twin_rate_bps(w_hz, physics.snr(g, zeta, noise)) * (1.0 + BOUND_SLACK)
+        need_lb[:, c] = physics.twin_min_compute_hz(gamma, d_bits, mu, rate) * (1.0 - BOUND_SLACK)
+    return cand_need, need_lb
+
+
+def regrid_twins(scenario: Scenario, twins: Twins, grid: Grid, links: CellLinks, noise_psd_w_per_hz) -> Twins:
+    """The same DTs on another grid of the same zone (sparse links): their link lookups depend on the DT and
+    the server only and are shared; their cells, candidate needs and bounds are those of ``grid``/``links``."""
+    import dataclasses
+
+    cell = grid.cell_of(twins.positions_m) if twins.n else np.zeros(0, dtype=int)
+    h = _heights(twins.positions_m, grid, scenario.twins.height_m)
+    xy = np.asarray(twins.positions_m, dtype=float)[:, :2]
+    need = twins.min_compute_hz
+    cand_need, need_lb = _candidate_needs(
+        scenario, links, cell, xy, np.asarray(h, dtype=float), twins.bandwidth_hz, twins.tx_power_w,
+        twins.complexity_cycles_per_bit, twins.data_size_bits, twins.intensity_hz, noise_psd_w_per_hz,
+        lambda r, c: need[r, c])
+    return dataclasses.replace(twins, cell=cell, cand_need_hz=cand_need, need_lb_hz=need_lb)
+
+
 def _sparse_twins(scenario, grid, links: CellLinks, positions, types, mu, zeta, d_bits, w_hz, gamma, heights,
                   n0) -> Twins:
     """Twins of a sparse problem: link budgets at their cell's candidate servers, the rest on demand."""
@@ -223,27 +267,7 @@ def _sparse_twins(scenario, grid, links: CellLinks, positions, types, mu, zeta, 
         return physics.twin_min_compute_hz(gamma[r], d_bits[r], mu[r], link(r, c))
 
     B = links.n_servers
-    if k:
-        S = links.server[cell]
-        rows = np.broadcast_to(np.arange(k)[:, None], S.shape)
-        cand_need = need_fn(rows.reshape(-1), S.reshape(-1)).reshape(S.shape)
-        # PTs are anywhere in their cell: a non-candidate server is at least (k-th nearest distance of the
-        # cell centre) - (distance of the PT from the centre) away
-        centre = links.points.xy(cell)
-        dk = np.sqrt(((centre[:, None, :] - model.server_xy[S]) ** 2).sum(axis=2)).max(axis=1)
-        off = np.sqrt(((xy - centre) ** 2).sum(axis=1))
-        dlb = np.maximum(dk * (1.0 - BOUND_SLACK) - off * (1.0 + BOUND_SLACK), 0.0)
-        _, rep = server_classes(model)
-        need_lb = np.empty((k, rep.size))
-        for c, b in enumerate(rep):
-            s = np.full(k, b)
-            g = model.gain_at_distance(dlb, h, s) * (1.0 + BOUND_SLACK)
-            noise = n0[s] * w_hz if twin_band else n0[s]
-            rate = physics.twin_rate_bps(w_hz, physics.snr(g, zeta, noise)) * (1.0 + BOUND_SLACK)
-            need_lb[:, c] = physics.twin_min_compute_hz(gamma, d_bits, mu, rate) * (1.0 - BOUND_SLACK)
-    else:
-        cand_need = np.zeros((0, links.k))
-        need_lb = np.zeros((0, links.n_classes))
+    cand_need, need_lb = _candidate_needs(scenario, links, cell, xy, h, w_hz, zeta, gamma, d_bits, mu, n0, need_fn)
 
     def full_table():
         # every line-9 compute once (the same elementwise operations, so the same values), in chunks
@@ -302,7 +326,7 @@ NEED_TABLE_LAZY_TRIGGER = 1.0
 DENSE_MAX_ENTRIES = 4_000_000
 
 
-def build_problem(scenario: Scenario, *, candidates: int | None = None) -> Problem:
+def build_problem(scenario: Scenario, *, candidates: int | None = None, twins_from: Problem | None = None) -> Problem:
     """Build all arrays of a scenario (deterministic for a given ``scenario.seed``).
 
     ``candidates``: with more servers than that, each cell keeps only its
@@ -314,10 +338,14 @@ def build_problem(scenario: Scenario, *, candidates: int | None = None) -> Probl
     Lyon example 30 times for damped Algorithm 1), else
     :data:`edgeverse.links.DEFAULT_CANDIDATES` candidates.
 
+    ``twins_from`` (sparse builds): a problem of the same scenario on another grid
+    whose DTs are these (the multilevel solver's coarse levels); its DT link
+    lookups are shared instead of being built again.
+
     Running out of memory is a clear error naming ``zone.cells``, not numpy's.
     """
     try:
-        return _build_problem(scenario, candidates=candidates)
+        return _build_problem(scenario, candidates=candidates, twins_from=twins_from)
     except MemoryError:
         import math
 
@@ -328,7 +356,7 @@ def build_problem(scenario: Scenario, *, candidates: int | None = None) -> Probl
             "measured); use coarser cells") from None
 
 
-def _build_problem(scenario: Scenario, *, candidates: int | None = None) -> Problem:
+def _build_problem(scenario: Scenario, *, candidates: int | None = None, twins_from: Problem | None = None) -> Problem:
     """The body of :func:`build_problem`."""
     grid = Grid.from_zone(scenario.zone)
     srv = scenario.servers
@@ -366,8 +394,10 @@ def _build_problem(scenario: Scenario, *, candidates: int | None = None) -> Prob
         gain = PairLookup(shape, links.gain_pairs, "sensor_gain", threads=True)
         snr = PairLookup(shape, links.snr_pairs, "sensor_snr", threads=True)
         comm = PairLookup(shape, links.comm_at, "comm_cost_s_per_bit")
-    rng = np.random.default_rng(scenario.seed)
-    twins = build_twins(scenario, grid, xy, h_bs, n0, rng, links)
+    if twins_from is not None and not links.dense and twins_from.sparse:
+        twins = regrid_twins(scenario, twins_from.twins, grid, links, n0)
+    else:
+        twins = build_twins(scenario, grid, xy, h_bs, n0, np.random.default_rng(scenario.seed), links)
     names = tuple(srv.names) if srv.names else tuple(f"S{i + 1}" for i in range(b))
     proj = scenario.projection()
     lonlat = None

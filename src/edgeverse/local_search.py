@@ -649,6 +649,22 @@ def _plain(problem: Problem, st: _State, skip: np.ndarray, cutoff: float, global
                       float(problem.time_scale), skip, cutoff, global_min=global_min)
 
 
+def _server_disjoint(order: np.ndarray, own: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The moves of ``order`` (rows; own server ``own[r]``, target ``target[r]``), in that order, whose two
+    servers no earlier kept move touches.
+
+    >>> _server_disjoint(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 4]), np.array([1, 2, 3, 5])).tolist()
+    [0, 2, 3]
+    """
+    used = np.zeros(int(max(own.max(initial=0), target.max(initial=0))) + 1, dtype=bool)
+    keep = []
+    for r, a, b in zip(order.tolist(), own[order].tolist(), target[order].tolist()):
+        if not used[a] and not used[b]:
+            used[a] = used[b] = True
+            keep.append(r)
+    return np.asarray(keep, dtype=np.int64)
+
+
 def _skip_mask(problem: Problem, ptc: _PTCells) -> np.ndarray:
     skip = np.zeros(problem.n_cells, dtype=bool)
     skip[ptc.cells] = True
@@ -678,8 +694,87 @@ def certificate(problem: Problem, cell_server: np.ndarray) -> Certificate:
     return Certificate(dec * 1e3, dec / obj if obj > 0 else 0.0, max(gain, 0), best)
 
 
+def _walk_without(lneed, lid, a, n, twin_cell, cell, bud):
+    """Admission over a server's sorted list without the DTs of ``cell``: (hosted, admitted compute)."""
+    run = 0.0
+    h = 0
+    for p in range(a, a + n):
+        if twin_cell[lid[p]] == cell:
+            continue
+        nxt = run + lneed[p]
+        if nxt <= bud:
+            run = nxt
+            h += 1
+        else:
+            break
+    return h, run
+
+
+def _sorted_group(needs, ids, gn, gi):
+    """The finite ``needs`` sorted by (need, id) into ``gn``, ``gi`` (insertion sort): (count, sum)."""
+    ng = 0
+    tot = 0.0
+    for t in range(needs.shape[0]):
+        v = needs[t]
+        if v < np.inf:
+            tot += v
+            p = ng
+            while p > 0 and (gn[p - 1] > v or (gn[p - 1] == v and gi[p - 1] > ids[t])):
+                gn[p] = gn[p - 1]
+                gi[p] = gi[p - 1]
+                p -= 1
+            gn[p] = v
+            gi[p] = ids[t]
+            ng += 1
+    return ng, tot
+
+
+def _admit_at(j, needs, ids, gn, gi, slot, hosted, cnt, psi, compute, budget, lneed, lid, loff, lcnt):
+    """Server j after a PT group (its needs at j) arrives: (evaluable, hosted, psi).
+
+    Servers with a list (slot >= 0) are evaluated exactly (merge walk in admission order); the others
+    only when every DT stays hosted (all hosted now and the group fits in the spare budget)."""
+    sj = slot[j]
+    if sj < 0:
+        if hosted[j] != cnt[j]:
+            return False, 0, 0.0
+        ng = 0
+        tot = 0.0
+        for t in range(needs.shape[0]):
+            if needs[t] < np.inf:
+                tot += needs[t]
+                ng += 1
+        if not (compute[j] - psi[j] + tot <= budget[j]):
+            return False, 0, 0.0
+        return True, hosted[j] + ng, psi[j] - tot
+    ng, tot = _sorted_group(needs, ids, gn, gi)
+    if lcnt[sj] + ng > loff[sj + 1] - loff[sj]:
+        return False, 0, 0.0
+    run = 0.0
+    h = 0
+    p = loff[sj]
+    e = p + lcnt[sj]
+    g = 0
+    bud = budget[j]
+    while p < e or g < ng:
+        if g >= ng or (p < e and (lneed[p] < gn[g] or (lneed[p] == gn[g] and lid[p] < gi[g]))):
+            v = lneed[p]
+            p += 1
+        else:
+            v = gn[g]
+            g += 1
+        nxt = run + v
+        if nxt <= bud:
+            run = nxt
+            h += 1
+        else:
+            break
+    return True, h, compute[j] - run
+
+
 def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, rel_tol, obj0,
-              skip, shape, max_visits, passes):
+              skip, shape, max_visits, passes, pt_row, goff, gtw, gneed, gcur, psi, cnt, hosted, compute, budget, coeff,
+              ptj, ptj_c, ptj_need, twin_cell, slot, loff, lneed, lid, lcnt, maxgroup):
     """Sequential exact single moves, starting from the cells in ``order`` (plain cells).
 
     Each visited cell is moved to its best candidate (or to the non-candidate target ``tgt`` found by
@@ -689,11 +784,21 @@ def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, r
     > 0, whenever the queue runs empty every boundary cell (a grid neighbour in another region) that is
     not skipped is queued again (at most ``passes`` times, and only while the previous pass moved a
     cell): a move changes the terms of two servers, so cells of other boundaries may improve now; the
-    caller's exact scan (every cell, every server) still decides when the polish stops.  Returns (moves, objective)."""
+    caller's exact scan (every cell, every server) still decides when the polish stops.
+
+    PT cells (``pt_row[i] >= 0``: row of ``goff``; its DTs' needs at the cell's candidates ``gneed``, at
+    their server ``gcur``) are moved here only when every DT with a finite need stays hosted: at the own
+    server each one is hosted (``hosted == cnt``, ``cnt`` counting the finite needs), and the target hosts
+    all of them before and after the move (its admitted compute plus the group's stays within ``budget``),
+    and no DT of the group hosted at b has an infinite need at the target.  Admission then
+    changes at no other DT, psi moves by the group's needs at both servers and the hosting is the same;
+    moves that change the hosting are left to the exact PT moves.  Returns (moves, objective)."""
     obj = obj0
     k = C.shape[1]
     n = cs.shape[0]
     moves = 0
+    gn = np.empty(maxgroup)
+    gi = np.empty(maxgroup, dtype=np.int64)
     queue = np.empty(n + order.shape[0] + 1, dtype=np.int64)
     inq = np.zeros(n, dtype=np.bool_)
     head = 0
@@ -718,6 +823,11 @@ def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, r
             if nbl < 0:  # boundary cells (a grid neighbour in another region), found once
                 nbl = 0
                 for i2 in range(n):
+                    if pt_row[i2] >= 0:  # PT cells that take part are visited in every pass
+                        inb[i2] = True
+                        blist[nbl] = i2
+                        nbl += 1
+                        continue
                     b2 = cs[i2]
                     stride = 1
                     rest = i2
@@ -750,34 +860,140 @@ def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, r
         b = cs[i]
         m = mass[i]
         a_b = alpha[b] - m
-        t_rem = s * a_b * (comm_b[b] - m * c_own[i] + a_b * render[b]) - t_b[b]
+        r = pt_row[i]
         best_d = np.inf
+        best_dh = 0
         best_j = -1
+        best_q = -1
         best_c = 0.0
-        for q in range(k):
-            j = S[i, q] if sparse else q
+        best_hj = 0
+        best_psi = 0.0
+        g0 = 0
+        g1 = 0
+        rb = render[b]
+        dhb = 0
+        nfin_b = 0
+        psi_b_new = 0.0
+        hb_new = 0
+        if r >= 0:
+            g0 = goff[r]
+            g1 = goff[r + 1]
+            sum_b = 0.0
+            for g in range(g0, g1):
+                if gcur[g] < np.inf:
+                    nfin_b += 1
+                    sum_b += gcur[g]
+            sb = slot[b]
+            if sb < 0:
+                if hosted[b] != cnt[b]:
+                    continue  # (not expected: servers outside the lists keep every finite-need DT hosted)
+                hb_new = hosted[b] - nfin_b
+                psi_b_new = psi[b] + sum_b
+            else:
+                hb_new, used = _walk_without(lneed, lid, loff[sb], lcnt[sb], twin_cell, i, budget[b])
+                psi_b_new = compute[b] - used
+            rb = coeff / psi_b_new
+            dhb = hb_new - hosted[b]
+        t_rem = s * a_b * (comm_b[b] - m * c_own[i] + a_b * rb) - t_b[b]
+        for q in range(k + 1):
+            if q < k:
+                j = S[i, q] if sparse else q
+                cj = C[i, q]
+            elif r >= 0 and ptj[r] >= 0:  # the PT cell's target found by the exact PT moves (any server)
+                j = ptj[r]
+                cj = ptj_c[r]
+            elif r < 0 and tgt[i] >= 0:  # the plain cell's target found by the exact scan
+                j = tgt[i]
+                cj = tgt_c[i]
+            else:
+                break
             if j == b:
                 continue
+            rj = render[j]
+            dh = 0
+            hj = 0
+            psi_j = 0.0
+            if r >= 0:
+                if slot[j] < 0:  # j keeps every DT hosted when the group fits in its spare budget
+                    if hosted[j] != cnt[j]:
+                        continue
+                    ng = 0
+                    tot = 0.0
+                    for g in range(g0, g1):
+                        v = gneed[g, q] if q < k else ptj_need[g]
+                        if v < np.inf:
+                            tot += v
+                            ng += 1
+                    if not (compute[j] - psi[j] + tot <= budget[j]):
+                        continue
+                    hj = hosted[j] + ng
+                    psi_j = psi[j] - tot
+                else:
+                    if q < k:
+                        ok, hj, psi_j = _admit_at(j, gneed[g0:g1, q], gtw[g0:g1], gn, gi, slot, hosted, cnt, psi,
+                                                  compute, budget, lneed, lid, loff, lcnt)
+                    else:
+                        ok, hj, psi_j = _admit_at(j, ptj_need[g0:g1], gtw[g0:g1], gn, gi, slot, hosted, cnt, psi,
+                                                  compute, budget, lneed, lid, loff, lcnt)
+                    if not ok:
+                        continue
+                dh = dhb + hj - hosted[j]
+                if dh < 0:
+                    continue
+                rj = coeff / psi_j
             a_j = alpha[j] + m
-            t_add = s * a_j * (comm_b[j] + m * C[i, q] + a_j * render[j]) - t_b[j]
+            t_add = s * a_j * (comm_b[j] + m * cj + a_j * rj) - t_b[j]
             d = (t_rem + t_add) / nb
-            if d < best_d:
+            if best_j < 0 or dh > best_dh or (dh == best_dh and d < best_d):
                 best_d = d
+                best_dh = dh
                 best_j = j
-                best_c = C[i, q]
-        j = tgt[i]
-        if j >= 0 and j != b:
-            a_j = alpha[j] + m
-            t_add = s * a_j * (comm_b[j] + m * tgt_c[i] + a_j * render[j]) - t_b[j]
-            d = (t_rem + t_add) / nb
-            if d < best_d:
-                best_d = d
-                best_j = j
-                best_c = tgt_c[i]
+                best_q = q
+                best_c = cj
+                best_hj = hj
+                best_psi = psi_j
         thresh = -rel_tol * max(obj, 1e-300)
-        if best_j >= 0 and best_d < thresh:
+        if best_j >= 0 and (best_dh > 0 or best_d < thresh):
             j = best_j
             old = t_b[b] + t_b[j]
+            if r >= 0:
+                sb = slot[b]
+                if sb >= 0:  # drop the group from b's list
+                    w = loff[sb]
+                    for p in range(loff[sb], loff[sb] + lcnt[sb]):
+                        if twin_cell[lid[p]] != i:
+                            lneed[w] = lneed[p]
+                            lid[w] = lid[p]
+                            w += 1
+                    lcnt[sb] = w - loff[sb]
+                hosted[b] = hb_new
+                cnt[b] -= nfin_b
+                psi[b] = psi_b_new
+                for g in range(g0, g1):
+                    gcur[g] = gneed[g, best_q] if best_q < k else ptj_need[g]
+                ng, _tot = _sorted_group(gcur[g0:g1], gtw[g0:g1], gn, gi)
+                sj = slot[j]
+                if sj >= 0:  # merge the group into j's list, from the back
+                    a0 = loff[sj]
+                    p = a0 + lcnt[sj] - 1
+                    w = a0 + lcnt[sj] + ng - 1
+                    g = ng - 1
+                    while g >= 0:
+                        if p >= a0 and (lneed[p] > gn[g] or (lneed[p] == gn[g] and lid[p] > gi[g])):
+                            lneed[w] = lneed[p]
+                            lid[w] = lid[p]
+                            p -= 1
+                        else:
+                            lneed[w] = gn[g]
+                            lid[w] = gi[g]
+                            g -= 1
+                        w -= 1
+                    lcnt[sj] += ng
+                hosted[j] = best_hj
+                cnt[j] += ng
+                psi[j] = best_psi
+                render[b] = rb
+                render[j] = coeff / best_psi
             alpha[b] = a_b
             comm_b[b] = comm_b[b] - m * c_own[i]
             t_b[b] = s * alpha[b] * (comm_b[b] + alpha[b] * render[b])
@@ -819,6 +1035,9 @@ def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, r
 
 _sweep = _sweep_py
 if HAVE_NUMBA:  # pragma: no branch
+    _walk_without = _numba.njit(cache=True, nogil=True)(_walk_without)
+    _sorted_group = _numba.njit(cache=True, nogil=True)(_sorted_group)
+    _admit_at = _numba.njit(cache=True, nogil=True)(_admit_at)
     _sweep_nb = _numba.njit(cache=True, nogil=True)(_sweep_py)
 
 
@@ -830,7 +1049,106 @@ def _sweep_run(*args):
 
 #: The polish ``optimal`` applies to each of its starts and ``solve(..., polish=True)`` to any method's result
 #: (one local search: a method polished by ``--polish`` ends where ``optimal``'s polish of its start does).
-POLISH_SETTINGS = {"mode": "sweep", "pt_batch": True, "passes": 10}
+@dataclass
+class _SweepPT:
+    """What the sweep needs to move PT cells (see :func:`_sweep_py`), built once per polish."""
+
+    enabled: bool
+    pt_row: np.ndarray      # (n,) row of each cell among the PT cells, -1 for the others (all -1: disabled)
+    gneed: np.ndarray       # (G, k or B) the DTs' line-9 compute at their cell's candidates (every server if dense)
+    order: np.ndarray       # the PT cells, visited after the improving plain cells
+    ptc: _PTCells
+    twin_cell: np.ndarray
+    maxgroup: int
+
+    @classmethod
+    def build(cls, problem: Problem, ptc: _PTCells, enabled: bool = True) -> "_SweepPT":
+        tw, links = problem.twins, problem.links
+        n = problem.n_cells
+        pt_row = np.full(n, -1, dtype=np.int64)
+        enabled = bool(enabled and ptc.size)
+        if enabled:
+            pt_row[ptc.cells] = np.arange(ptc.size)
+            gneed = np.ascontiguousarray(tw.min_compute_hz[ptc.twins] if links.dense else tw.cand_need_hz[ptc.twins],
+                                         dtype=float)
+            order = ptc.cells.astype(np.int64)
+        else:
+            gneed, order = np.zeros((0, 1)), np.zeros(0, dtype=np.int64)
+        twin_cell = tw.cell.astype(np.int64) if tw.n else np.zeros(0, dtype=np.int64)
+        maxgroup = int(np.diff(ptc.off).max()) if ptc.size else 1
+        return cls(enabled, pt_row, gneed, order, ptc, twin_cell, maxgroup)
+
+    def no_targets(self):
+        ptc = self.ptc
+        return np.full(ptc.size, -1, dtype=np.int64), np.zeros(ptc.size), np.full(ptc.twins.size, np.inf)
+
+    def targets(self, problem: Problem, pt: "_PTBest"):
+        """Each PT cell's best target from the exact PT moves (any server), its comm cost and its DTs' needs."""
+        ptc, links, tw = self.ptc, problem.links, problem.twins
+        j = np.where(pt.dh > 0, pt.j, np.where(np.isfinite(pt.zero_dj), pt.zero_j, -1)).astype(np.int64)
+        has = j >= 0
+        c = np.zeros(ptc.size)
+        c[has] = links.comm_at(ptc.cells[has], j[has])
+        jt = np.repeat(j, np.diff(ptc.off))
+        need = np.full(ptc.twins.size, np.inf)
+        sel = jt >= 0
+        need[sel] = tw.min_compute_hz[ptc.twins[sel], jt[sel]]
+        return j, c, need
+
+    def lists(self, problem: Problem, st: "_State"):
+        """Sorted (need, DT) lists of the servers where a DT with a finite need is not hosted: the sweep
+        evaluates moves from and to them exactly (admission walks) and keeps the lists up to date."""
+        B = problem.n_servers
+        slot = np.full(B, -1, dtype=np.int64)
+        if not self.enabled:
+            z = np.zeros(0, dtype=np.int64)
+            return slot, np.zeros(1, dtype=np.int64), np.zeros(0), z, z
+        fin = np.bincount(st.twin_server, weights=np.isfinite(st.need), minlength=B).astype(np.int64)
+        U = np.flatnonzero(st.hosted != fin)
+        slot[U] = np.arange(U.size)
+        mo = np.searchsorted(st.twin_server[st.order], np.arange(B + 1))
+        loff = np.r_[0, np.cumsum(fin[U] + SWEEP_LIST_SLACK)].astype(np.int64)
+        lneed = np.zeros(int(loff[-1]))
+        lid = np.zeros(int(loff[-1]), dtype=np.int64)
+        for u, b in enumerate(U.tolist()):
+            seg = st.order[mo[b]:mo[b + 1]]
+            lneed[loff[u]:loff[u] + seg.size] = st.need[seg]
+            lid[loff[u]:loff[u] + seg.size] = seg
+        return slot, loff, lneed, lid, fin[U].copy()
+
+
+def _run_sweep(problem: Problem, st: "_State", sw: _SweepPT, order: np.ndarray, tgt: np.ndarray, tgt_c: np.ndarray,
+               pt_target, *, rel_tol: float, passes: int, skip: np.ndarray):
+    """One sweep (:func:`_sweep_py`) from state ``st``: (cell_server, c_own, moves, per-server state at its end)."""
+    links = problem.links
+    B = problem.n_servers
+    trial = np.asarray(st.cs).copy()
+    c_trial = st.c_own.copy()
+    order = np.asarray(order, dtype=np.int64)
+    if sw.enabled:
+        order = np.concatenate([order, sw.order[~np.isin(sw.order, order)]])
+    S = links.server if not links.dense else np.zeros((1, 1), np.int32)
+    shape = np.asarray(problem.grid.shape, dtype=np.int64)
+    ptc = sw.ptc
+    out = {"alpha": st.alpha.copy(), "comm": st.comm.copy(), "render": st.render.copy(), "t": st.t.copy(),
+           "psi": st.psi.astype(float), "hosted": st.hosted.astype(np.int64),
+           "cnt": np.bincount(st.twin_server, weights=np.isfinite(st.need), minlength=B).astype(np.int64)}
+    gcur = st.need[ptc.twins].astype(float) if sw.enabled else np.zeros(0)
+    k, obj = _sweep_run(order, S, links.comm, not links.dense, tgt, tgt_c, trial, c_trial, problem.cell_mass,
+                        out["alpha"], out["comm"], out["render"], out["t"], float(problem.time_scale), int(B),
+                        float(rel_tol), st.objective, skip if not sw.enabled else np.zeros(problem.n_cells, dtype=bool),
+                        shape, int(20 * problem.n_cells * (1 + passes)), int(passes), sw.pt_row, ptc.off, ptc.twins,
+                        sw.gneed, gcur, out["psi"], out["cnt"], out["hosted"], problem.compute_hz.astype(float),
+                        render_budget_hz(problem).astype(float), float(problem.render_coeff), *pt_target,
+                        sw.twin_cell, *sw.lists(problem, st), sw.maxgroup)
+    out["objective"] = obj
+    return trial, c_trial, k, out
+
+
+#: Room for arriving DTs in the sweep's per-server lists (a server whose list is full takes no more PT cells).
+SWEEP_LIST_SLACK = 1024
+
+POLISH_SETTINGS = {"mode": "sweep", "pt_batch": True, "passes": 10, "pt_sweep": True}
 
 
 def standard_polish(problem: Problem, cell_server: np.ndarray):
@@ -844,7 +1162,7 @@ SWEEP_MIN_ENTRIES = 400_000
 
 def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12, max_rounds: int = 100_000,
            pt_batch: bool = False, mode: str = "auto", pt_moves: bool = True, passes: int = 0,
-           hosting_first: bool = False):
+           hosting_first: bool = False, pt_sweep: bool = False):
     """Single-cell-move local search from any partition, until no move improves.
 
     Rounds on cells without PTs use the closed-form deltas for all cells at
@@ -888,26 +1206,38 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
     hosting_open = bool(hosting_first and ptc.size and pt_moves)
     skip_check = False
     last_tgt = None
-    S = links.server if not links.dense else np.zeros((1, 1), np.int32)
-    shape = np.asarray(problem.grid.shape, dtype=np.int64)
+
+    sw = _SweepPT.build(problem, ptc, enabled=pt_sweep and pt_moves)
+    pt_target = sw.no_targets()
 
     def run_sweep(order, tgt, tgt_c):
-        trial = cs.copy()
-        c_trial = st.c_own.copy()
-        k, _ = _sweep_run(order, S, links.comm, not links.dense, tgt, tgt_c, trial, c_trial, problem.cell_mass,
-                          st.alpha.copy(), st.comm.copy(), st.render.copy(), st.t.copy(), float(problem.time_scale),
-                          int(problem.n_servers), float(rel_tol), st.objective, skip, shape,
-                          int(20 * problem.n_cells * (1 + passes)), int(passes))
+        trial, c_trial, k, _ = _run_sweep(problem, st, sw, order, tgt, tgt_c, pt_target, rel_tol=rel_tol,
+                                          passes=passes, skip=skip)
         return trial, c_trial, k
+
+    def pt_targets(pt):
+        return sw.targets(problem, pt)
+
+    def better(a, b):
+        return (-int(a.hosted.sum()), a.objective) < (-int(b.hosted.sum()), b.objective)
 
     for rnd in range(1, max_rounds + 1):
         thresh = -rel_tol * max(st.objective, 1e-300)
         if hosting_open:
             pt = _pt_best(problem, st, ptc, thresh)
+            if sw.enabled:
+                pt_target = pt_targets(pt)
             gmax = int(pt.dh.max())
             if gmax > 0:
-                order = np.flatnonzero(pt.dh == gmax)
-                order = order[np.argsort(pt.dj[order], kind="stable")]
+                if pt_sweep:
+                    # every hosting-increasing move whose two servers no better one touches: their changes add
+                    # up exactly (a server's hosting and T_b depend on its own cells and DTs only)
+                    order = np.flatnonzero(pt.dh > 0)
+                    order = _server_disjoint(order[np.lexsort((pt.dj[order], -pt.dh[order]))], st.cs[ptc.cells], pt.j)
+                    pfrac = 1.0
+                else:
+                    order = np.flatnonzero(pt.dh == gmax)
+                    order = order[np.argsort(pt.dj[order], kind="stable")]
                 while True:
                     k = max(1, int(np.ceil(pfrac * order.size)))
                     sel = order[:k]
@@ -937,7 +1267,7 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
             cand = cand[np.argsort(best_d[cand], kind="stable")]
             trial, c_trial, k = run_sweep(cand.astype(np.int64), *last_tgt)
             st_new = _state(problem, trial, c_trial)
-            if k and st_new.objective < st.objective:
+            if k and better(st_new, st):
                 cs, st = trial, st_new
                 n_moves += k
                 history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()),
@@ -968,6 +1298,8 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
         if not ptc.size or not pt_moves:
             break
         pt = _pt_best(problem, st, ptc, thresh)
+        if sw.enabled:
+            pt_target = pt_targets(pt)
         gmax = int(pt.dh.max())
         if gmax > 0:
             score = np.where(pt.dh == gmax, pt.dj, np.inf)
@@ -1008,7 +1340,7 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
                 # no exact scan), then look at the PT cells again; the exact scan runs before any stop
                 trial, c_trial, k = run_sweep(np.zeros(0, dtype=np.int64), *last_tgt)
                 st_new = _state(problem, trial, c_trial)
-                if k and st_new.objective < st.objective:
+                if k and better(st_new, st):
                     cs, st = trial, st_new
                     n_moves += k
                     history.append({"round": rnd, "objective_ms": st.objective * 1e3,

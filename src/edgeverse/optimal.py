@@ -285,7 +285,9 @@ METHOD_OPTIONS["optimal"] = {
 
 # --------------------------------------------------------------------------- multilevel (city scale)
 def _prolong(coarse: Problem, fine: Problem, cs_coarse: np.ndarray) -> np.ndarray:
-    """Fine partition: each fine cell takes the server of the coarse cell holding its centre."""
+    """Fine partition: each fine cell takes the server of the coarse cell holding its centre, and a cell
+    holding PTs the server of its DTs' coarse cell (when the grids do not nest, a fine cell's centre may lie
+    in another coarse cell than its DTs: they keep their server, and so their hosting)."""
     from .links import CHUNK_ENTRIES
 
     out = np.empty(fine.n_cells, dtype=np.int64)
@@ -293,6 +295,9 @@ def _prolong(coarse: Problem, fine: Problem, cs_coarse: np.ndarray) -> np.ndarra
     for a in range(0, fine.n_cells, step):
         b = min(fine.n_cells, a + step)
         out[a:b] = cs_coarse[coarse.grid.cell_of(fine.grid.centers_m(slice(a, b)))]
+    if fine.twins.n and coarse.twins.n == fine.twins.n \
+            and np.array_equal(coarse.twins.positions_m, fine.twins.positions_m):
+        out[fine.twins.cell] = cs_coarse[coarse.twins.cell]
     return out
 
 
@@ -312,7 +317,8 @@ def _coarsen(problem: Problem, factor: int) -> Problem | None:
         if n_new * problem.n_servers <= COARSE_OT_ENTRIES:
             cp = build_problem(scn, candidates=problem.n_servers)  # small: dense, for the OT descent
         else:
-            cp = build_problem(scn, candidates=problem.links.k) if problem.sparse else build_problem(scn)
+            cp = (build_problem(scn, candidates=problem.links.k, twins_from=problem) if problem.sparse
+                  else build_problem(scn))
     except Exception:  # e.g. a density file tied to the grid: no coarse level
         return None
     from .links import CHUNK_ENTRIES
@@ -322,17 +328,11 @@ def _coarsen(problem: Problem, factor: int) -> Problem | None:
         b = min(problem.n_cells, a + CHUNK_ENTRIES)
         idx = cp.grid.cell_of(problem.grid.centers_m(slice(a, b)))
         mass += np.bincount(idx, weights=problem.cell_mass[a:b], minlength=cp.n_cells)
-    tw, ftw = cp.twins, problem.twins
-    if cp.sparse and problem.sparse and tw.n == ftw.n and np.array_equal(tw.positions_m, ftw.positions_m) \
-            and np.array_equal(tw.type_index, ftw.type_index):
-        # the same DTs: their links depend on the DT and the server, not on the grid, so the coarse level
-        # reads the full problem's lookups (and the line-9 table they may keep) instead of its own
-        tw = dataclasses.replace(tw, rate_bps=ftw.rate_bps, upload_time_s=ftw.upload_time_s,
-                                 min_compute_hz=ftw.min_compute_hz)
-    # keep the static per-cell answers found while building (best-SNR and nearest servers: geometry only);
+    # a sparse level has the full problem's DTs (twins_from): their lookups, and any line-9 table they keep,
+    # are shared.  Keep the static per-cell answers found while building (best-SNR and nearest servers: geometry only);
     # the rest of the cache depends on the masses
     static = {k: v for k, v in cp.cache.items() if k in ("best_snr", "nearest")}
-    return dataclasses.replace(cp, cell_mass=mass / mass.sum(), cache=static, twins=tw)
+    return dataclasses.replace(cp, cell_mass=mass / mass.sum(), cache=static)
 
 
 def _level_chain(problem: Problem) -> list[Problem]:
