@@ -212,15 +212,26 @@ class Evaluation:
 _SE_CACHE_ENTRIES = 4_000_000
 
 
+def _se_round_trip(se: np.ndarray) -> np.ndarray:
+    """log2(1 + (2^se - 1)): the SNR behind a spectral efficiency and back, as eq. (1) is computed; below
+    1e-6 bit/s/Hz (SNR near 1e-16 and under, where 2^se rounds to 1) through expm1, which keeps it."""
+    out = physics.spectral_efficiency_bps_per_hz(2.0**se - 1.0)
+    tiny = np.asarray(se < 1e-6)
+    if tiny.any():
+        out = np.array(out, dtype=float)
+        out[tiny] = physics.spectral_efficiency_bps_per_hz(np.expm1(np.asarray(se)[tiny] * np.log(2.0)))
+    return out
+
+
 def _link_se(problem: Problem, rows: np.ndarray, cs: np.ndarray) -> np.ndarray:
     """log2(1 + SNR) of each cell's link to its server, computed as eq. (1) does (from the stored SNR)."""
     if not problem.sparse and problem.n_cells * problem.n_servers <= _SE_CACHE_ENTRIES:
         if "link_se" not in problem.cache:
             se = physics.spectral_efficiency_bps_per_hz(problem.sensor_snr)
-            problem.cache["link_se"] = physics.spectral_efficiency_bps_per_hz(2.0**se - 1.0)
+            problem.cache["link_se"] = _se_round_trip(se)
         return problem.cache["link_se"][rows, cs]
     se = physics.spectral_efficiency_bps_per_hz(problem.sensor_snr[rows, cs])
-    return physics.spectral_efficiency_bps_per_hz(2.0**se - 1.0)
+    return _se_round_trip(se)
 
 
 def evaluate(

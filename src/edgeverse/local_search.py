@@ -1096,15 +1096,18 @@ class _SweepPT:
         return j, c, need
 
     def lists(self, problem: Problem, st: "_State"):
-        """Sorted (need, DT) lists of the servers where a DT with a finite need is not hosted: the sweep
-        evaluates moves from and to them exactly (admission walks) and keeps the lists up to date."""
+        """Sorted (need, DT) lists of the servers where a DT with a finite need is not hosted (up to
+        :data:`SWEEP_LIST_MAX` DTs): the sweep evaluates moves from and to them exactly (admission walks)
+        and keeps the lists up to date; it leaves the PT cells of other such servers where they are."""
         B = problem.n_servers
         slot = np.full(B, -1, dtype=np.int64)
         if not self.enabled:
             z = np.zeros(0, dtype=np.int64)
             return slot, np.zeros(1, dtype=np.int64), np.zeros(0), z, z
         fin = np.bincount(st.twin_server, weights=np.isfinite(st.need), minlength=B).astype(np.int64)
-        U = np.flatnonzero(st.hosted != fin)
+        # a server holding very many DTs (a collapsed partition) gets no list: each visit would walk it; its
+        # moves are left to the exact PT moves (prefix sums there)
+        U = np.flatnonzero((st.hosted != fin) & (fin <= SWEEP_LIST_MAX))
         slot[U] = np.arange(U.size)
         mo = np.searchsorted(st.twin_server[st.order], np.arange(B + 1))
         loff = np.r_[0, np.cumsum(fin[U] + SWEEP_LIST_SLACK)].astype(np.int64)
@@ -1147,6 +1150,8 @@ def _run_sweep(problem: Problem, st: "_State", sw: _SweepPT, order: np.ndarray, 
 
 #: Room for arriving DTs in the sweep's per-server lists (a server whose list is full takes no more PT cells).
 SWEEP_LIST_SLACK = 1024
+#: ... and servers holding more DTs than this get none (their PT moves stay with the exact PT moves).
+SWEEP_LIST_MAX = 4096
 
 POLISH_SETTINGS = {"mode": "sweep", "pt_batch": True, "passes": 10, "pt_sweep": True}
 
@@ -1189,7 +1194,12 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
     regions); a round then settles what used to take many rounds.
     ``hosting_first``: the moves of PT cells that host more DTs are applied
     before any plain move (hosting depends on the PT cells only, so plain
-    moves never change it); the rounds then polish the objective.
+    moves never change it); the rounds then polish the objective.  With
+    ``pt_sweep`` these come in batches of moves on disjoint server pairs
+    (their changes add up exactly), and PT cells take part in the sweeps
+    (see :func:`_sweep_py`: exact admission at servers that cannot host all
+    their DTs, each cell's best target of the last exact PT pass), so the
+    exact PT passes are few; the stopping test is the same.
     Returns (cell_server, n_moves, history).
     """
     if mode == "auto":

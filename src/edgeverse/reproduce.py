@@ -281,7 +281,10 @@ def run_tasks(tasks: list[Task], workers: int, *, progress: bool = True,
                 out.append(_run_task(t))
                 bar.update(1)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as ex:
+            from .workers import exit_with_parent
+
+            with ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent,
+                                     initargs=(os.getpid(),)) as ex:
                 futures = [ex.submit(_run_task, t) for t in order]
                 for fut in as_completed(futures):
                     out.append(fut.result())
@@ -749,9 +752,14 @@ def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, dpi=110, metadata={"Software": None})
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
 
 
 def _style(method: str, i: int) -> dict[str, Any]:
@@ -1500,6 +1508,36 @@ class ReproductionResult:
     files: list[Path]
 
 
+def _write_outputs(stage: Path, plan: Plan, rows, summary, claims, cal_rows, cal_table, command: str,
+                   t0: float) -> list[str]:
+    """Write the CSV files, the figures and REPORT.md into ``stage``; their names, REPORT.md last."""
+    names = ["points.csv", "summary.csv"]
+    atomic_write_text(stage / names[0], rows_to_csv(rows, POINT_COLUMNS))
+    atomic_write_text(stage / names[1], rows_to_csv(summary, SUMMARY_COLUMNS))
+    if plan.calibration_study:
+        names.append("calibration.csv")
+        atomic_write_text(stage / names[2], rows_to_csv(cal_rows, CALIBRATION_COLUMNS))
+    from .build import build_problem
+    from .scenario import Scenario
+    from .solution import solve
+
+    fig_files: dict[str, list[str]] = {}
+    for preset in plan.presets:
+        base = point_config(preset_config(preset, plan.grid_cells), plan.fig2_k,
+                            hotspot_sigma_m(preset_config(preset)))
+        base["seed"] = plan.seeds[0]
+        problem = build_problem(Scenario.from_dict(base))
+        sols = [solve(problem, m, **plan.method_options.get(m, {})) for m in plan.methods]
+        paths = [plot_fig2(sols, stage / f"fig2_{preset}.png", preset),
+                 plot_fig3(summary, plan, preset, stage / f"fig3_{preset}.png"),
+                 plot_fig4(summary, plan, preset, stage / f"fig4_{preset}.png")]
+        names += [Path(q).name for q in paths]
+        fig_files[preset] = [Path(q).name for q in paths]
+    write_report(stage / "REPORT.md", plan=plan, summary=summary, rows=rows, claims=claims, cal_table=cal_table,
+                 wall_s=time.perf_counter() - t0, command=command, fig_files=fig_files)
+    return names + ["REPORT.md"]
+
+
 def reproduce(out_dir: str | Path = "reproduction", *, plan: Plan | None = None, progress: bool = True,
               command: str = "edgeverse reproduce", **plan_options: Any) -> ReproductionResult:
     """Run the reproduction and write its figures, CSV files and ``REPORT.md`` to ``out_dir``.
@@ -1523,44 +1561,27 @@ def reproduce(out_dir: str | Path = "reproduction", *, plan: Plan | None = None,
     cal_rows = calibration_rows(cal_res)
     cal_table = calibration_table(cal_rows)
 
-    files = [out / "points.csv", out / "summary.csv"]
-    atomic_write_text(files[0], rows_to_csv(rows, POINT_COLUMNS))
-    atomic_write_text(files[1], rows_to_csv(summary, SUMMARY_COLUMNS))
-    if plan.calibration_study:
-        files.append(out / "calibration.csv")
-        atomic_write_text(files[2], rows_to_csv(cal_rows, CALIBRATION_COLUMNS))
-    else:  # an earlier run's study would pass for this run's
-        (out / "calibration.csv").unlink(missing_ok=True)
+    # every output is written to a staging folder first and moved into ``out`` at the end: an interrupted
+    # run leaves the earlier run's files as they were (never a mix of two runs)
+    import shutil
+    import tempfile
 
-    from .solution import solve
-
-    fig_files: dict[str, list[str]] = {}
-    for preset in plan.presets:
-        base = point_config(preset_config(preset, plan.grid_cells), plan.fig2_k,
-                            hotspot_sigma_m(preset_config(preset)))
-        base["seed"] = plan.seeds[0]
-        from .scenario import Scenario
-
-        scn = Scenario.from_dict(base)
-        from .build import build_problem
-
-        problem = build_problem(scn)
-        sols = [solve(problem, m, **plan.method_options.get(m, {})) for m in plan.methods]
-        paths = [plot_fig2(sols, out / f"fig2_{preset}.png", preset),
-                 plot_fig3(summary, plan, preset, out / f"fig3_{preset}.png"),
-                 plot_fig4(summary, plan, preset, out / f"fig4_{preset}.png")]
-        files += paths
-        fig_files[preset] = [p.name for p in paths]
-    # figures an earlier run left here for presets not run this time would pass for results of this one
-    for other in preset_names():
-        if other not in plan.presets:
-            for fig in ("fig2", "fig3", "fig4"):
-                (out / f"{fig}_{other}.png").unlink(missing_ok=True)
-    wall = time.perf_counter() - t0
-    report = out / "REPORT.md"
-    write_report(report, plan=plan, summary=summary, rows=rows, claims=claims, cal_table=cal_table, wall_s=wall,
-                 command=command, fig_files=fig_files)
-    files.append(report)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".reproduce-"))
+    try:
+        staged = _write_outputs(stage, plan, rows, summary, claims, cal_rows, cal_table, command, t0)
+        files = []
+        for name in staged:
+            os.replace(stage / name, out / name)
+            files.append(out / name)
+        if not plan.calibration_study:  # an earlier run's study would pass for this run's
+            (out / "calibration.csv").unlink(missing_ok=True)
+        # figures an earlier run left here for presets not run this time would pass for results of this one
+        for other in preset_names():
+            if other not in plan.presets:
+                for fig in ("fig2", "fig3", "fig4"):
+                    (out / f"{fig}_{other}.png").unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return ReproductionResult(out, plan, rows, summary, claims, cal_table, time.perf_counter() - t0, files)
 
 

@@ -48,9 +48,17 @@ def _no_bool(v):
 _NoBool = BeforeValidator(_no_bool)
 
 
-PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+def _no_bool_number(v: Any) -> Any:
+    if isinstance(v, bool):  # YAML true/false would otherwise be read as 1.0 / 0.0
+        raise ValueError("must be a number, not true/false")
+    return v
+
+
+_NoBoolNumber = BeforeValidator(_no_bool_number)
+
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False), _NoBoolNumber]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False), _NoBoolNumber]
+Finite = Annotated[float, Field(allow_inf_nan=False), _NoBoolNumber]
 
 
 class _Model(BaseModel):
@@ -335,7 +343,7 @@ class ModelChoices(_Model):
     twin_noise_bandwidth: Literal["twin_band", "per_hz"] = Field(
         default="twin_band", description="noise of a PT link integrated over W_k (twin_band) or over 1 Hz"
     )
-    min_render_fraction: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+    min_render_fraction: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False), _NoBoolNumber] = Field(
         default=0.05, description="share of Psi_b always kept for rendering; DTs are admitted only within the rest"
     )
 
@@ -344,7 +352,7 @@ class Solver(_Model):
     max_iter: Annotated[int, Field(ge=1)] = Field(
         default=100, description="iteration cap of Algorithm 1 (method paper); paper-damped uses max(max_iter, 200) "
         "and optimal max(max_iter, 100) unless the method option max_iter is given (e.g. paper-damped.max_iter=50)")
-    rel_tol: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+    rel_tol: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False), _NoBoolNumber] = Field(
         default=1e-9, description="relative tolerance of Algorithm 1's stopping test on the objective")
 
 
@@ -650,6 +658,10 @@ def _warn(field: str, message: str) -> None:
     warnings.warn(f"{field}: {message}", PlausibilityWarning, stacklevel=3)
 
 
+#: A noise PSD outside this range [dBm/Hz] is allowed but warned about (thermal noise: -174 dBm/Hz).
+NOISE_PLAUSIBLE_DBM_PER_HZ = (-220.0, -120.0)
+
+
 def _check_units(scn: Scenario) -> None:
     """Warnings for values that are allowed but look like a unit slip: a frequency [Hz] far too low."""
     s = scn.servers
@@ -662,6 +674,19 @@ def _check_units(scn: Scenario) -> None:
         bad = [v for v in (val if isinstance(val, list) else [val]) if v is not None and 0 < v < low]
         if bad:
             _warn(field, f"got {bad[0]:g} Hz, implausibly low: written in another unit? (the unit is Hz; {example})")
+    from .units import dbm_to_watt
+
+    noise = s.noise_psd_dbm_per_hz
+    for i, v in enumerate(noise if isinstance(noise, list) else [noise]):
+        field = "servers.noise_psd_dbm_per_hz" + (f"[{i}]" if isinstance(noise, list) else "")
+        w = float(dbm_to_watt(v))
+        if not (0.0 < w < np.inf):
+            _fail(field, f"got {v:g} dBm/Hz, which is {w:g} W/Hz in floating point; thermal noise is about "
+                  "-174 dBm/Hz")
+        if not NOISE_PLAUSIBLE_DBM_PER_HZ[0] <= v <= NOISE_PLAUSIBLE_DBM_PER_HZ[1]:
+            _warn(field, f"got {v:g} dBm/Hz, outside {NOISE_PLAUSIBLE_DBM_PER_HZ[0]:g}..{NOISE_PLAUSIBLE_DBM_PER_HZ[1]:g}:"
+                  " written in another unit? (the unit is dBm/Hz; thermal noise is about -174 dBm/Hz, and 4e-21 W/Hz"
+                  " is -174)")
 
 
 def _check_spatial(spec, field: str, scn: Scenario, base_dir: Path | None, *, is_density: bool) -> None:
@@ -1203,6 +1228,12 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
     if "base" in data:
         base = data.pop("base")
         merged = yaml.safe_load(preset_text(str(base)))
+        own_twins = data.get("twins") if isinstance(data.get("twins"), dict) else {}
+        positions = own_twins.get("positions")
+        if isinstance(positions, dict) and positions.get("kind") in ("csv", "points") and "count" not in own_twins \
+                and isinstance(merged.get("twins"), dict):
+            # the DTs come from this file's list: the preset's count does not apply (the list gives it)
+            merged["twins"].pop("count", None)
         data = _deep_merge(merged, data)
     for key, value in (overrides or {}).items():
         set_by_path(data, key, value)

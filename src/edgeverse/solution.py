@@ -398,6 +398,16 @@ def load_solution(path: str | Path) -> Solution:
                                  f"{derived[k].item()!r} "
                                  "(the evaluator's allocation): an edited or foreign solution")
     ev = evaluate(problem, cs, alloc.twin_server, alloc.hosted, alloc.phi_hz, alloc.psi_hz)
+    if "objective_ms" in data:  # the score it was saved with (null: infinite) is the score of its partition
+        saved_obj = data["objective_ms"]
+        if isinstance(saved_obj, bool) or not (saved_obj is None or isinstance(saved_obj, (int, float))):
+            raise EdgeverseError(f"{p}: objective_ms: got {saved_obj!r}; a number (or null) expected")
+        saved_obj = math.inf if saved_obj is None else float(saved_obj)
+        same = saved_obj == ev.objective_ms or math.isclose(saved_obj, ev.objective_ms, rel_tol=1e-9, abs_tol=0.0)
+        if not same:
+            raise EdgeverseError(f"{p}: objective_ms = {saved_obj!r}, but its partition scores {ev.objective_ms!r} "
+                                 "(the evaluator): an edited or foreign solution (its status and certificate would "
+                                 "not hold)")
     wall = math.nan  # unknown unless timing.json says (informational: a damaged one costs the wall time only)
     timing = p.parent / "timing.json"
     if timing.exists():

@@ -474,7 +474,10 @@ def _run_local(todo: list[Point], workers: int | None, scheduler: str | None) ->
     from concurrent.futures.process import BrokenProcessPool
 
     n = workers or os.cpu_count() or 1
-    pool = ProcessPoolExecutor(max_workers=min(n, max(1, len(todo))))
+    from .workers import exit_with_parent
+
+    pool = ProcessPoolExecutor(max_workers=min(n, max(1, len(todo))), initializer=exit_with_parent,
+                               initargs=(os.getpid(),))
     ok = False
     try:
         futures = {pool.submit(safe_run_point, pt.config, pt.seed, pt.method, pt.options): pt for pt in todo}
