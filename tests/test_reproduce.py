@@ -387,3 +387,27 @@ def test_cli_module_entry_point_has_reproduce():
     assert res.returncode == 0, res.stderr
     for opt in ("--quick", "--out", "--methods", "--seeds", "--workers", "--presets"):
         assert opt in res.stdout
+
+
+def test_interrupted_run_leaves_the_earlier_files(monkeypatch, tmp_path):
+    """Outputs are staged and moved in at the end: an interruption while writing leaves the earlier run's
+    set as it was (no mix of two runs, no temporary files)."""
+    import edgeverse.reproduce as rep
+
+    small = dict(progress=False, workers=1, presets=["paper-calibrated"], seeds=1, k_values=[50],
+                 sigma_values_m=[300.0], grid_cells=12, calibration_study=False, methods=["snr"])
+    reproduce(tmp_path, **small)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert "REPORT.md" in before and "points.csv" in before
+
+    real = rep.plot_fig3
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rep, "plot_fig3", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce(tmp_path, **{**small, "methods": ["snr", "paper-damped"], "seeds": 2})
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert after == before  # the staged points.csv, summary.csv and figures were not moved in

@@ -179,3 +179,41 @@ def test_repeated_yaml_keys_are_errors(tmp_path):
     g.write_text("name: t\nbase: paper\nseeds: 1\nseeds: 2\nmethods: [snr]\naxes: {twins.count: [5]}\n")
     with pytest.raises(ScenarioError, match=r"key 'seeds' appears twice"):
         read_sweep_file(g)
+
+
+def test_noise_psd_checks(paper):
+    """A noise PSD that is 0 or infinite in W/Hz is an error; one far from thermal noise is warned about."""
+    from edgeverse.errors import PlausibilityWarning
+
+    with pytest.raises(ScenarioError, match=r"servers.noise_psd_dbm_per_hz: got -170000 dBm/Hz, which is 0 W/Hz"):
+        paper.with_overrides({"servers.noise_psd_dbm_per_hz": -170e3})
+    with pytest.raises(ScenarioError, match=r"noise_psd_dbm_per_hz\[1\]: got 1e\+06 dBm/Hz, which is inf W/Hz"):
+        paper.with_overrides({"servers.noise_psd_dbm_per_hz": [-174.0, 1e6, -174.0, -174.0]})
+    for v in (4e-21, 170.0, -250.0):  # W/Hz written as dBm/Hz, a sign slip, far below thermal noise
+        with pytest.warns(PlausibilityWarning, match="noise_psd_dbm_per_hz: got .* outside -220..-120"):
+            paper.with_overrides({"servers.noise_psd_dbm_per_hz": v})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paper.with_overrides({"servers.noise_psd_dbm_per_hz": -174.0})
+
+
+def test_true_false_is_not_a_number(paper):
+    for path, value in (("servers.compute_hz", True), ("servers.compute_hz", [True, 8e9, 8e9, 8e9]),
+                        ("model.min_render_fraction", False), ("sensing.tx_power_w", True)):
+        with pytest.raises(ScenarioError, match="must be a number, not true/false"):
+            paper.with_overrides({path: value})
+
+
+def test_twin_list_on_a_base_preset_needs_no_count(tmp_path):
+    """`base:` plus a twin CSV: the preset's twins.count does not apply (the file gives the count)."""
+    (tmp_path / "pts.csv").write_text("x,y,kind\n100,200,type1\n300,400,type2\n")
+    f = tmp_path / "s.yaml"
+    f.write_text("base: paper-calibrated\ntwins:\n  positions: {kind: csv, file: pts.csv, x_col: x, y_col: y, "
+                 "type_col: kind}\n")
+    assert load_scenario(f).twins.count == 2
+    f.write_text("base: paper-calibrated\ntwins:\n  count: 60\n  positions: {kind: csv, file: pts.csv, x_col: x, "
+                 "y_col: y, type_col: kind}\n")
+    with pytest.raises(ScenarioError, match="twins.count: got 60"):  # a count written here must still match
+        load_scenario(f)

@@ -268,3 +268,39 @@ def test_out_of_memory_while_building_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(build, "_build_problem", huge)
     with pytest.raises(EdgeverseError, match=r"zone\.cells: \[100, 100\] = 10,000 cells x 4 servers do not fit"):
         build.build_problem(get_preset("paper"))
+
+
+def test_edited_solution_is_refused(feasible_small, tmp_path):
+    """A saved partition or objective edited by hand: the file's score is not its partition's, an error."""
+    from edgeverse.errors import EdgeverseError
+
+    sol = solve(feasible_small, "optimal")
+    sol.save(tmp_path, figure=False)
+    path = tmp_path / "solution.json"
+    data = json.loads(path.read_text())
+    edited = dict(data, objective_ms=1.0)
+    path.write_text(json.dumps(edited))
+    with pytest.raises(EdgeverseError, match=r"objective_ms = 1.0, but its partition scores .*edited or foreign"):
+        load_solution(tmp_path)
+    moved = dict(data, cell_server=list(data["cell_server"]))
+    i = next(i for i, b in enumerate(moved["cell_server"]) if b == moved["cell_server"][-1]
+             and i not in set(sol.problem.twins.cell.tolist()))  # a plain cell: the hosting stays the same
+    moved["cell_server"][i] = (moved["cell_server"][i] + 1) % sol.problem.n_servers
+    path.write_text(json.dumps(moved))
+    with pytest.raises(EdgeverseError, match="edited or foreign"):
+        load_solution(tmp_path)
+    path.write_text(json.dumps(dict(data, objective_ms="fast")))
+    with pytest.raises(EdgeverseError, match="objective_ms: got 'fast'"):
+        load_solution(tmp_path)
+
+
+def test_tiny_spectral_efficiency_is_kept():
+    """log2(1 + (2^se - 1)) through expm1 below 1e-6 bit/s/Hz: an SNR of 1e-20 gives a finite rate."""
+    from edgeverse.evaluate import _se_round_trip
+    from edgeverse.physics import spectral_efficiency_bps_per_hz
+
+    se = spectral_efficiency_bps_per_hz(np.array([1e-20, 1e-12, 3.0]))
+    out = _se_round_trip(se)
+    assert np.all(out > 0)
+    np.testing.assert_allclose(out, se, rtol=1e-9)
+    assert out[2] == spectral_efficiency_bps_per_hz(2.0 ** se[2] - 1.0)  # unchanged above the threshold

@@ -281,3 +281,36 @@ def test_bad_or_unreachable_scheduler_is_a_clear_error_and_leaves_nothing(tmp_pa
     with pytest.raises(EdgeverseError, match="cannot connect to a Dask scheduler"):
         run_sweep(path, tmp_path / "o", executor="dask", scheduler="tcp://127.0.0.1:1", progress=False)
     assert not (tmp_path / "o").exists()  # no empty results.sqlite / sweep.json left behind
+
+
+def test_pool_workers_exit_when_the_parent_is_killed(tmp_path):
+    """A worker started with exit_with_parent exits once its parent dies by SIGKILL (no orphans)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from edgeverse.workers import exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    ex = ProcessPoolExecutor(1, initializer=exit_with_parent, initargs=(os.getpid(),))\n"
+        "    print(ex.submit(os.getpid).result(), flush=True)\n"
+        "    time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = int(proc.stdout.readline())
+    os.kill(worker, 0)  # alive
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the worker outlived its killed parent")

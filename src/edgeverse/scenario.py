@@ -679,7 +679,8 @@ def _check_units(scn: Scenario) -> None:
     noise = s.noise_psd_dbm_per_hz
     for i, v in enumerate(noise if isinstance(noise, list) else [noise]):
         field = "servers.noise_psd_dbm_per_hz" + (f"[{i}]" if isinstance(noise, list) else "")
-        w = float(dbm_to_watt(v))
+        with np.errstate(over="ignore", under="ignore"):
+            w = float(dbm_to_watt(v))
         if not (0.0 < w < np.inf):
             _fail(field, f"got {v:g} dBm/Hz, which is {w:g} W/Hz in floating point; thermal noise is about "
                   "-174 dBm/Hz")
