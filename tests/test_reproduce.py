@@ -411,3 +411,9 @@ def test_interrupted_run_leaves_the_earlier_files(monkeypatch, tmp_path):
         reproduce(tmp_path, **{**small, "methods": ["snr", "paper-damped"], "seeds": 2})
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert after == before  # the staged points.csv, summary.csv and figures were not moved in
+    # a staging folder left by a SIGKILLed run goes with the next run
+    (tmp_path / ".reproduce-killed").mkdir()
+    (tmp_path / ".reproduce-killed" / "points.csv").write_text("partial")
+    monkeypatch.setattr(rep, "plot_fig3", real)
+    reproduce(tmp_path, **small)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -201,9 +201,21 @@ def test_noise_psd_checks(paper):
 
 def test_true_false_is_not_a_number(paper):
     for path, value in (("servers.compute_hz", True), ("servers.compute_hz", [True, 8e9, 8e9, 8e9]),
-                        ("model.min_render_fraction", False), ("sensing.tx_power_w", True)):
+                        ("model.min_render_fraction", False), ("sensing.tx_power_w", True),
+                        ("servers.compute_hz", [np.True_] * 4)):
         with pytest.raises(ScenarioError, match="must be a number, not true/false"):
             paper.with_overrides({path: value})
+    with pytest.raises(ScenarioError, match="must be an integer, not true/false"):
+        paper.with_overrides({"twins.count": np.bool_(True)})
+
+
+def test_transmit_power_in_dbm_is_warned_about(paper):
+    from edgeverse.errors import PlausibilityWarning
+
+    with pytest.warns(PlausibilityWarning, match=r"sensing.tx_power_w: got 30 W, implausibly high"):
+        paper.with_overrides({"sensing.tx_power_w": 30})
+    with pytest.warns(PlausibilityWarning, match=r"twins.types\[0\].tx_power_w: got 23 W"):
+        paper.with_overrides({"twins.types.0.tx_power_w": 23})
 
 
 def test_twin_list_on_a_base_preset_needs_no_count(tmp_path):

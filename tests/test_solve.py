@@ -292,6 +292,19 @@ def test_edited_solution_is_refused(feasible_small, tmp_path):
     path.write_text(json.dumps(dict(data, objective_ms="fast")))
     with pytest.raises(EdgeverseError, match="objective_ms: got 'fast'"):
         load_solution(tmp_path)
+    # the values derived from the partition: per-server alpha and T_b, DTs hosted, the certificate
+    cert = dict(data["extra"]["certificate"], hosting_gain_available=7)
+    servers = [dict(r) for r in data["servers"]]
+    servers[1]["alpha"] = servers[1]["alpha"] * 1.01
+    for edited, name in ((dict(data, n_hosted=data["n_hosted"] + 1), "n_hosted"),
+                         (dict(data, servers=servers), r"servers\[1\].alpha"),
+                         (dict(data, extra=dict(data["extra"], certificate=cert)),
+                          "extra.certificate.hosting_gain_available")):
+        path.write_text(json.dumps(edited))
+        with pytest.raises(EdgeverseError, match=name + " = .* but the partition gives"):
+            load_solution(tmp_path)
+    path.write_text(json.dumps(data))
+    assert load_solution(tmp_path).objective_ms == pytest.approx(sol.objective_ms, rel=1e-12)
 
 
 def test_tiny_spectral_efficiency_is_kept():

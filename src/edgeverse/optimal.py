@@ -398,14 +398,18 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
                                                rel_tol=rel_tol, history=history, label=f"{label}, level {len(chain) - 1}")
         total_it += it
     n_moves_total = 0
+    final_cap = (0, False)
     for lvl in range(len(chain) - 1, -1, -1):
         p = chain[lvl]
         if lvl < len(chain) - 1:
             cs = _prolong(chain[lvl + 1], p, cs)
         if polish_result or lvl > 0:
             t0 = time.perf_counter()
-            cap = FINEST_ROUNDS if lvl == 0 else (COARSEST_ROUNDS if lvl == len(chain) - 1 else INTERMEDIATE_ROUNDS)
+            cap = max(FINEST_ROUNDS, max_iter) if lvl == 0 else (
+                COARSEST_ROUNDS if lvl == len(chain) - 1 else INTERMEDIATE_ROUNDS)
             cs, n_moves, hist = polish(p, cs, **POLISH_SETTINGS, max_rounds=cap, hosting_first=HOSTING_FIRST)
+            if lvl == 0:
+                final_cap = (cap, len(hist) - 1 >= cap)
             n_moves_total += n_moves
             total_it += len(hist) - 1
             if lvl > 0:
@@ -424,9 +428,13 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
     cert = certificate(problem, cs)
     if cert.max_decrease_rel > 1e-9 or cert.hosting_gain_available > 0:
         status = MAX_ITER
+    capped = ""
+    if status == MAX_ITER and final_cap[1]:
+        capped = (f"; the full-grid polish stopped at its cap of {final_cap[0]} rounds "
+                  "(max(60, max_iter): raise max_iter to go on)")
     message = (f"multilevel over {len(chain)} level(s) (coarsest {coarse.grid.shape}); start {label}"
                + (f"; {message}" if message else "") + f"; polish made {n_moves_total} single-cell moves; "
-               f"certificate {cert.max_decrease_rel:.3g} (relative)")
+               f"certificate {cert.max_decrease_rel:.3g} (relative)" + capped)
     extra = {"certificate": cert.to_dict(), "best_start": label, "polish_moves": n_moves_total, "n_starts": 3,
              "strategy": "multilevel", "levels": [list(p.grid.shape) for p in chain]}
     return MethodResult(cs, status, max(total_it, 1), history, message, extra)

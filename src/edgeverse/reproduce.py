@@ -1566,6 +1566,8 @@ def reproduce(out_dir: str | Path = "reproduction", *, plan: Plan | None = None,
     import shutil
     import tempfile
 
+    for old in out.glob(".reproduce-*"):  # left by a run killed with SIGKILL (no finally runs then)
+        shutil.rmtree(old, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(dir=out, prefix=".reproduce-"))
     try:
         staged = _write_outputs(stage, plan, rows, summary, claims, cal_rows, cal_table, command, t0)

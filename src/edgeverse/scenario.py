@@ -36,7 +36,7 @@ from .units import number_from_text
 def _no_bool(v):
     """Integers only: YAML's true / false are not counts or seeds (pydantic would read them as 1 / 0); a
     number written as a string (YAML reads ``1e3`` as one) is read as that number when it is a whole one."""
-    if isinstance(v, bool):
+    if isinstance(v, (bool, np.bool_)):
         raise ValueError("must be an integer, not true/false")
     if isinstance(v, str):
         f = number_from_text(v)
@@ -49,7 +49,7 @@ _NoBool = BeforeValidator(_no_bool)
 
 
 def _no_bool_number(v: Any) -> Any:
-    if isinstance(v, bool):  # YAML true/false would otherwise be read as 1.0 / 0.0
+    if isinstance(v, (bool, np.bool_)):  # YAML true/false would otherwise be read as 1.0 / 0.0
         raise ValueError("must be a number, not true/false")
     return v
 
@@ -658,6 +658,8 @@ def _warn(field: str, message: str) -> None:
     warnings.warn(f"{field}: {message}", PlausibilityWarning, stacklevel=3)
 
 
+#: A PT or sensor transmit power above this [W] is allowed but warned about (a dBm value written as W).
+TX_POWER_PLAUSIBLE_MAX_W = 10.0
 #: A noise PSD outside this range [dBm/Hz] is allowed but warned about (thermal noise: -174 dBm/Hz).
 NOISE_PLAUSIBLE_DBM_PER_HZ = (-220.0, -120.0)
 
@@ -674,6 +676,12 @@ def _check_units(scn: Scenario) -> None:
         bad = [v for v in (val if isinstance(val, list) else [val]) if v is not None and 0 < v < low]
         if bad:
             _warn(field, f"got {bad[0]:g} Hz, implausibly low: written in another unit? (the unit is Hz; {example})")
+    powers = [("sensing.tx_power_w", scn.sensing.tx_power_w)]
+    powers += [(f"twins.types[{i}].tx_power_w", t.tx_power_w) for i, t in enumerate(scn.twins.types)]
+    for field, val in powers:
+        if val > TX_POWER_PLAUSIBLE_MAX_W:
+            _warn(field, f"got {val:g} W, implausibly high for a sensor or machine: written in dBm? (the unit is W; "
+                  "20 dBm is 0.1 W)")
     from .units import dbm_to_watt
 
     noise = s.noise_psd_dbm_per_hz

@@ -324,6 +324,36 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _check_saved_derived(p: Path, data: dict, problem, cs: np.ndarray, ev) -> None:
+    """The values a solution file derives from its partition (per-server alpha and T_b, the DTs hosted, the
+    single-move certificate) must be those of the partition: an edited one is an error."""
+    def same(a, b) -> bool:
+        return a == b or (isinstance(a, (int, float)) and not isinstance(a, bool)
+                          and math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-300))
+
+    checks = []
+    if "n_hosted" in data:
+        checks.append(("n_hosted", data["n_hosted"], int(ev.total_hosted)))
+    for b, row in enumerate(data["servers"]):
+        if isinstance(row, dict):
+            for key, val in (("alpha", float(ev.alpha[b])), ("T_ms", float(ev.server_time_ms[b]))):
+                if key in row:
+                    saved = math.inf if row[key] is None and key == "T_ms" else row[key]
+                    checks.append((f"servers[{b}].{key}", saved, val))
+    cert = (data.get("extra") or {}).get("certificate") if isinstance(data.get("extra"), dict) else None
+    if isinstance(cert, dict):
+        from .local_search import certificate
+
+        now = certificate(problem, cs).to_dict()
+        for key in ("max_single_move_decrease_rel", "hosting_gain_available"):
+            if key in cert:
+                checks.append((f"extra.certificate.{key}", cert[key], now[key]))
+    for name, saved, derived in checks:
+        if not same(saved, derived):
+            raise EdgeverseError(f"{p}: {name} = {saved!r}, but the partition gives {derived!r}: an edited or "
+                                 "foreign solution")
+
+
 def load_solution(path: str | Path) -> Solution:
     """Read a saved solution (folder or its ``solution.json``) and re-score it with the evaluator.
 
@@ -369,7 +399,7 @@ def load_solution(path: str | Path) -> Solution:
 
         odd = np.flatnonzero(hosted != (reason == HOSTED))
         if odd.size:
-            raise ValueError(f"twins[{odd[0]}]: hosted {bool(hosted[odd[0]])} but reason {reason[odd[0]]!r}")
+            raise ValueError(f"twins[{odd[0]}]: hosted {bool(hosted[odd[0]])} but reason {str(reason[odd[0]])!r}")
         psi = np.array([s["psi_hz"] if s["psi_hz"] is not None else np.nan for s in srv], dtype=float)
     except (KeyError, TypeError, ValueError) as exc:
         raise EdgeverseError(f"{p}: a damaged edgeverse solution ({type(exc).__name__}: {exc})") from None
@@ -408,6 +438,7 @@ def load_solution(path: str | Path) -> Solution:
             raise EdgeverseError(f"{p}: objective_ms = {saved_obj!r}, but its partition scores {ev.objective_ms!r} "
                                  "(the evaluator): an edited or foreign solution (its status and certificate would "
                                  "not hold)")
+    _check_saved_derived(p, data, problem, cs, ev)
     wall = math.nan  # unknown unless timing.json says (informational: a damaged one costs the wall time only)
     timing = p.parent / "timing.json"
     if timing.exists():
