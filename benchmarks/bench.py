@@ -188,6 +188,13 @@ def main(argv=None) -> int:
         if c not in CASES:
             ap.error(f"unknown case {c!r}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    from edgeverse.methods import METHODS as REGISTERED
+
+    for m in methods:
+        if m not in REGISTERED:
+            ap.error(f"--methods: unknown method {m!r}; available: {', '.join(REGISTERED)}")
+    if not methods:
+        ap.error("--methods: give at least one method")
     # warm-up: compile the numba kernels into their on-disk cache
     subprocess.run([sys.executable, "-c", "from edgeverse.synthetic import city_scenario; "
                     "from edgeverse.solution import solve; "

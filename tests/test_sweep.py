@@ -314,3 +314,19 @@ def test_pool_workers_exit_when_the_parent_is_killed(tmp_path):
     else:
         os.kill(worker, signal.SIGKILL)
         raise AssertionError("the worker outlived its killed parent")
+
+
+def test_another_sweep_into_a_folder_drops_the_earlier_summary(tmp_path):
+    """The summary and plots of an earlier sweep into a folder are removed when a different sweep starts
+    there (they would pass for its results); the same sweep again keeps them."""
+    path = write_sweep(tmp_path, seeds=1, methods=["snr"])
+    out = tmp_path / "out"
+    run_sweep(path, out, executor="serial", progress=False)
+    summarize(path, out, plots=True)
+    assert (out / "summary.csv").exists() and list(out.glob("summary_*.png"))
+    run_sweep(path, out, executor="serial", progress=False)  # the same sweep: nothing to do, summary kept
+    assert (out / "summary.csv").exists()
+    more = write_sweep(tmp_path, "more.yaml", seeds=2, methods=["snr"])
+    run_sweep(more, out, executor="serial", progress=False)
+    assert not (out / "summary.csv").exists() and not list(out.glob("summary_*.png"))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files

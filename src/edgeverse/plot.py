@@ -293,9 +293,21 @@ def save_partition_map(solution, path: str | Path) -> Path:
             hi = g.shape[2] - 1 if i == len(levels) - 1 else (lv + levels[i + 1]) // 2
             plot_partition(solution, ax, level=lv, twin_levels=(lo, hi))
         fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path, *, dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG through a temporary file and a rename (never a half-written figure), close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, metadata=PNG_METADATA)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp, dpi=dpi, metadata=PNG_METADATA)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
     return path

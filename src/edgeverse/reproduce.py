@@ -749,17 +749,9 @@ def calibration_table(cal_rows: list[dict]) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- figures
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from .plot import save_figure
 
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=110, metadata={"Software": None})
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)
 
 
 def _style(method: str, i: int) -> dict[str, Any]:

@@ -1236,6 +1236,9 @@ def load_scenario(path: str | Path, overrides: dict[str, Any] | None = None) -> 
         raise ScenarioError(f"scenario file {str(path)!r}: expected a mapping of sections at the top level")
     if "base" in data:
         base = data.pop("base")
+        if str(base) not in preset_names():
+            raise ScenarioError(f"scenario file {str(path)!r}: base: got {base!r}; available presets: "
+                                f"{', '.join(preset_names())}")
         merged = yaml.safe_load(preset_text(str(base)))
         own_twins = data.get("twins") if isinstance(data.get("twins"), dict) else {}
         positions = own_twins.get("positions")

@@ -596,7 +596,15 @@ def _write_sweep_json(sweep: Sweep, out: Path) -> None:
         "n_points": len(sweep.points),
         "base_scenario": sweep.base.to_dict(),
     }
-    atomic_write_text(out / "sweep.json", dumps_strict(info))
+    text = dumps_strict(info)
+    path = out / "sweep.json"
+    if path.exists() and path.read_text(encoding="utf-8") != text:
+        # another sweep into this folder: the summary and plots of the earlier one no longer describe it
+        # (--summary writes them anew at the end)
+        (out / "summary.csv").unlink(missing_ok=True)
+        for png in out.glob("summary_*.png"):
+            png.unlink()
+    atomic_write_text(path, text)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -844,8 +852,9 @@ def _plot_axis(sw: Sweep, summary: list[dict[str, Any]], axis: str, path: Path) 
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from .plot import save_figure
+
+    save_figure(fig, path, dpi=120)
 
 
 # --------------------------------------------------------------------------- command line
