@@ -58,6 +58,11 @@ class _State:
         return float(self.t.mean())
 
 
+def _state_key(st: "_State", slack: float = 0.0) -> tuple[int, float]:
+    """The polish's lexicographic key of a state: DTs hosted (more first), then the objective (+ ``slack``)."""
+    return (-int(st.hosted.sum()), st.objective + slack)
+
+
 def _moved_c_own(problem: Problem, st: "_State", cells: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """The comm cost of every cell at its server after ``cells`` move to ``targets`` (the others keep theirs)."""
     c = st.c_own.copy()
@@ -711,13 +716,11 @@ def _walk_without(lneed, lid, a, n, twin_cell, cell, bud):
 
 
 def _sorted_group(needs, ids, gn, gi):
-    """The finite ``needs`` sorted by (need, id) into ``gn``, ``gi`` (insertion sort): (count, sum)."""
+    """The finite ``needs`` sorted by (need, id) into ``gn``, ``gi`` (insertion sort); returns their count."""
     ng = 0
-    tot = 0.0
     for t in range(needs.shape[0]):
         v = needs[t]
         if v < np.inf:
-            tot += v
             p = ng
             while p > 0 and (gn[p - 1] > v or (gn[p - 1] == v and gi[p - 1] > ids[t])):
                 gn[p] = gn[p - 1]
@@ -726,28 +729,14 @@ def _sorted_group(needs, ids, gn, gi):
             gn[p] = v
             gi[p] = ids[t]
             ng += 1
-    return ng, tot
+    return ng
 
 
-def _admit_at(j, needs, ids, gn, gi, slot, hosted, cnt, psi, compute, budget, lneed, lid, loff, lcnt):
-    """Server j after a PT group (its needs at j) arrives: (evaluable, hosted, psi).
-
-    Servers with a list (slot >= 0) are evaluated exactly (merge walk in admission order); the others
-    only when every DT stays hosted (all hosted now and the group fits in the spare budget)."""
+def _admit_at(j, needs, ids, gn, gi, slot, compute, budget, lneed, lid, loff, lcnt):
+    """Server j (one with a sorted list, ``slot[j] >= 0``) after a PT group (its needs at j) arrives:
+    (evaluable, hosted, psi) by a merge walk in admission order; not evaluable when the list is full."""
     sj = slot[j]
-    if sj < 0:
-        if hosted[j] != cnt[j]:
-            return False, 0, 0.0
-        ng = 0
-        tot = 0.0
-        for t in range(needs.shape[0]):
-            if needs[t] < np.inf:
-                tot += needs[t]
-                ng += 1
-        if not (compute[j] - psi[j] + tot <= budget[j]):
-            return False, 0, 0.0
-        return True, hosted[j] + ng, psi[j] - tot
-    ng, tot = _sorted_group(needs, ids, gn, gi)
+    ng = _sorted_group(needs, ids, gn, gi)
     if lcnt[sj] + ng > loff[sj + 1] - loff[sj]:
         return False, 0, 0.0
     run = 0.0
@@ -930,11 +919,11 @@ def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, r
                     psi_j = psi[j] - tot
                 else:
                     if q < k:
-                        ok, hj, psi_j = _admit_at(j, gneed[g0:g1, q], gtw[g0:g1], gn, gi, slot, hosted, cnt, psi,
-                                                  compute, budget, lneed, lid, loff, lcnt)
+                        ok, hj, psi_j = _admit_at(j, gneed[g0:g1, q], gtw[g0:g1], gn, gi, slot, compute, budget,
+                                                  lneed, lid, loff, lcnt)
                     else:
-                        ok, hj, psi_j = _admit_at(j, ptj_need[g0:g1], gtw[g0:g1], gn, gi, slot, hosted, cnt, psi,
-                                                  compute, budget, lneed, lid, loff, lcnt)
+                        ok, hj, psi_j = _admit_at(j, ptj_need[g0:g1], gtw[g0:g1], gn, gi, slot, compute, budget,
+                                                  lneed, lid, loff, lcnt)
                     if not ok:
                         continue
                 dh = dhb + hj - hosted[j]
@@ -971,7 +960,7 @@ def _sweep_py(order, S, C, sparse, tgt, tgt_c, cs, c_own, mass, alpha, comm_b, r
                 psi[b] = psi_b_new
                 for g in range(g0, g1):
                     gcur[g] = gneed[g, best_q] if best_q < k else ptj_need[g]
-                ng, _tot = _sorted_group(gcur[g0:g1], gtw[g0:g1], gn, gi)
+                ng = _sorted_group(gcur[g0:g1], gtw[g0:g1], gn, gi)
                 sj = slot[j]
                 if sj >= 0:  # merge the group into j's list, from the back
                     a0 = loff[sj]
@@ -1095,16 +1084,16 @@ class _SweepPT:
         need[sel] = tw.min_compute_hz[ptc.twins[sel], jt[sel]]
         return j, c, need
 
-    def lists(self, problem: Problem, st: "_State"):
+    def lists(self, problem: Problem, st: "_State", fin: np.ndarray):
         """Sorted (need, DT) lists of the servers where a DT with a finite need is not hosted (up to
         :data:`SWEEP_LIST_MAX` DTs): the sweep evaluates moves from and to them exactly (admission walks)
-        and keeps the lists up to date; it leaves the PT cells of other such servers where they are."""
+        and keeps the lists up to date; it leaves the PT cells of other such servers where they are.
+        ``fin``: each server's DTs with a finite need."""
         B = problem.n_servers
         slot = np.full(B, -1, dtype=np.int64)
         if not self.enabled:
             z = np.zeros(0, dtype=np.int64)
             return slot, np.zeros(1, dtype=np.int64), np.zeros(0), z, z
-        fin = np.bincount(st.twin_server, weights=np.isfinite(st.need), minlength=B).astype(np.int64)
         # a server holding very many DTs (a collapsed partition) gets no list: each visit would walk it; its
         # moves are left to the exact PT moves (prefix sums there)
         U = np.flatnonzero((st.hosted != fin) & (fin <= SWEEP_LIST_MAX))
@@ -1143,7 +1132,7 @@ def _run_sweep(problem: Problem, st: "_State", sw: _SweepPT, order: np.ndarray, 
                         shape, int(20 * problem.n_cells * (1 + passes)), int(passes), sw.pt_row, ptc.off, ptc.twins,
                         sw.gneed, gcur, out["psi"], out["cnt"], out["hosted"], problem.compute_hz.astype(float),
                         render_budget_hz(problem).astype(float), float(problem.render_coeff), *pt_target,
-                        sw.twin_cell, *sw.lists(problem, st), sw.maxgroup)
+                        sw.twin_cell, *sw.lists(problem, st, out["cnt"]), sw.maxgroup)
     out["objective"] = obj
     return trial, c_trial, k, out
 
@@ -1211,7 +1200,6 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
     ptc = _pt_cells(problem)
     skip = _skip_mask(problem, ptc)
     n_moves, frac, pfrac = 0, 0.25, 1.0
-    links = problem.links
     history = [{"round": 0, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()), "moves": 0}]
     hosting_open = bool(hosting_first and ptc.size and pt_moves)
     skip_check = False
@@ -1225,18 +1213,12 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
                                           passes=passes, skip=skip)
         return trial, c_trial, k
 
-    def pt_targets(pt):
-        return sw.targets(problem, pt)
-
-    def better(a, b):
-        return (-int(a.hosted.sum()), a.objective) < (-int(b.hosted.sum()), b.objective)
-
     for rnd in range(1, max_rounds + 1):
         thresh = -rel_tol * max(st.objective, 1e-300)
         if hosting_open:
             pt = _pt_best(problem, st, ptc, thresh)
             if sw.enabled:
-                pt_target = pt_targets(pt)
+                pt_target = sw.targets(problem, pt)
             gmax = int(pt.dh.max())
             if gmax > 0:
                 if pt_sweep:
@@ -1254,7 +1236,7 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
                     trial = cs.copy()
                     trial[ptc.cells[sel]] = pt.j[sel]
                     st_new = _state(problem, trial, _moved_c_own(problem, st, ptc.cells[sel], pt.j[sel]))
-                    ok = (-int(st_new.hosted.sum()), st_new.objective) < (-int(st.hosted.sum()), st.objective + thresh)
+                    ok = _state_key(st_new) < _state_key(st, thresh)
                     if ok or k == 1:
                         break
                     pfrac = max(pfrac / 2, 1e-6)
@@ -1277,7 +1259,7 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
             cand = cand[np.argsort(best_d[cand], kind="stable")]
             trial, c_trial, k = run_sweep(cand.astype(np.int64), *last_tgt)
             st_new = _state(problem, trial, c_trial)
-            if k and better(st_new, st):
+            if k and _state_key(st_new) < _state_key(st):
                 cs, st = trial, st_new
                 n_moves += k
                 history.append({"round": rnd, "objective_ms": st.objective * 1e3, "n_hosted": int(st.hosted.sum()),
@@ -1309,7 +1291,7 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
             break
         pt = _pt_best(problem, st, ptc, thresh)
         if sw.enabled:
-            pt_target = pt_targets(pt)
+            pt_target = sw.targets(problem, pt)
         gmax = int(pt.dh.max())
         if gmax > 0:
             score = np.where(pt.dh == gmax, pt.dj, np.inf)
@@ -1330,9 +1312,7 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
                 trial = cs.copy()
                 trial[ptc.cells[sel]] = pt.j[sel]
                 st_new = _state(problem, trial, _moved_c_own(problem, st, ptc.cells[sel], pt.j[sel]))
-                key_new = (-int(st_new.hosted.sum()), st_new.objective)
-                key_old = (-int(st.hosted.sum()), st.objective + thresh)
-                ok = key_new < key_old
+                ok = _state_key(st_new) < _state_key(st, thresh)
                 if ok or k == 1:
                     break
                 pfrac = max(pfrac / 2, 1e-6)
@@ -1350,7 +1330,7 @@ def polish(problem: Problem, cell_server: np.ndarray, *, rel_tol: float = 1e-12,
                 # no exact scan), then look at the PT cells again; the exact scan runs before any stop
                 trial, c_trial, k = run_sweep(np.zeros(0, dtype=np.int64), *last_tgt)
                 st_new = _state(problem, trial, c_trial)
-                if k and better(st_new, st):
+                if k and _state_key(st_new) < _state_key(st):
                     cs, st = trial, st_new
                     n_moves += k
                     history.append({"round": rnd, "objective_ms": st.objective * 1e3,
