@@ -554,3 +554,31 @@ def test_server_disjoint_moves_add_up_exactly(tight_pair):
     new = _state(prob, cs)
     assert int(new.hosted.sum()) - int(st.hosted.sum()) == int(pt.dh[sel].sum())
     assert new.objective - st.objective == pytest.approx(float(pt.dj[sel].sum()), rel=1e-9, abs=1e-15)
+
+
+def test_level_builder_gives_the_sequential_chain(monkeypatch):
+    """The coarsest level built first and the others on a background thread: the same levels and masses as
+    building them one after the other, and the fine-to-coarse cell map equals cell_of of the centres."""
+    import edgeverse.optimal as opt
+
+    monkeypatch.setattr(opt, "COARSE_OT_ENTRIES", 500)
+    monkeypatch.setattr(opt, "COARSE_CELLS_PER_SERVER", 4)
+    prob = build_problem(city_scenario(50, 6, 40, side_m=3000.0, seed=3), candidates=3)
+    assert opt._level_factors(prob) == [2, 4, 8]
+    seq = opt._level_chain(prob)
+    lb = opt._LevelBuilder(prob)
+    par = lb.chain()
+    assert lb.depth == 3 and [p.grid.shape for p in par] == [p.grid.shape for p in seq] == [
+        (50, 50), (25, 25), (12, 12), (6, 6)]
+    for a, b in zip(par, seq):
+        assert np.array_equal(a.cell_mass, b.cell_mass) and np.isclose(a.cell_mass.sum(), 1.0)
+    for fine, coarse in zip(par[:-1], par[1:]):
+        assert np.array_equal(fine.grid.cells_of_centers_in(coarse.grid), coarse.grid.cell_of(fine.grid.centers_m()))
+    # a coarse level whose grid does not nest (50 -> 12 -> 6): each fine cell takes its centre's coarse cell
+    cs = np.random.default_rng(0).integers(0, 6, par[-1].n_cells)
+    fine_cs = opt._prolong(par[-1], par[1], cs)
+    holder = par[-1].grid.cell_of(par[1].grid.centers_m())
+    expected = cs[holder]
+    expected[par[1].twins.cell] = cs[par[-1].twins.cell]  # a PT cell: the server of its DTs' coarse cell
+    assert np.array_equal(fine_cs, expected)
+    assert (fine_cs != cs[holder]).any()  # some PT cells straddle two coarse cells

@@ -313,3 +313,20 @@ def test_result_shapes_and_types():
 def test_invalid_input(kwargs):
     with pytest.raises(ValueError):
         solve_semidiscrete(**kwargs)
+
+
+def test_gram_flushes_subnormal_products():
+    """Soft-min probabilities of 1e-27 make subnormal float32 products: flushed, the Gram matrix is the
+    float64 one to float32 rounding (and the tiny entries change it by far less than that)."""
+    from edgeverse.partition._semidiscrete import GRAM_FLUSH, _gram
+
+    rng = np.random.default_rng(4)
+    P = rng.random((8, 500)).astype(np.float32)
+    P[:, ::3] = 1e-27  # far from every boundary
+    MP = (P * np.float32(2e-4)).astype(np.float32)
+    G = _gram(P, MP)
+    ref = P.astype(np.float64) @ MP.astype(np.float64).T
+    assert G.dtype == np.float64 and G.shape == (8, 8)
+    assert np.allclose(G, ref, rtol=1e-5, atol=0.0)
+    kept = np.where(np.abs(P) < GRAM_FLUSH, 0.0, P.astype(np.float64))
+    assert np.abs(ref - kept @ np.where(np.abs(MP) < GRAM_FLUSH, 0.0, MP.astype(np.float64)).T).max() < 1e-40

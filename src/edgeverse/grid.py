@@ -80,6 +80,28 @@ class Grid:
             sub.append(np.clip(k, 0, self.shape[a] - 1))
         return np.ravel_multi_index(tuple(sub), self.shape)
 
+    def cells_of_centers_in(self, other: "Grid") -> np.ndarray:
+        """Index in ``other`` of the cell holding each of this grid's cell centres (n_cells,).
+
+        The same integers as ``other.cell_of(self.centers_m())``, computed axis by axis (the grids are
+        both axis-aligned), so no (n_cells, dim) array of centres is made.
+
+        >>> fine = Grid(origin_m=(0.0, 0.0), size_m=(100.0, 50.0), shape=(4, 2))
+        >>> coarse = Grid(origin_m=(0.0, 0.0), size_m=(100.0, 50.0), shape=(2, 1))
+        >>> fine.cells_of_centers_in(coarse).tolist()
+        [0, 0, 0, 0, 1, 1, 1, 1]
+        """
+        subs = []
+        for a in range(self.dim):
+            if a < other.dim:
+                k = np.floor((self.axis_centers_m(a) - other.origin_m[a]) / other.cell_size_m[a]).astype(int)
+                subs.append(np.clip(k, 0, other.shape[a] - 1))
+            else:  # pragma: no cover - coarse levels keep the dimension
+                subs.append(np.zeros(self.shape[a], dtype=int))
+        if other.dim > self.dim:  # pragma: no cover - likewise
+            subs += [np.zeros(1, dtype=int)] * (other.dim - self.dim)
+        return np.ravel_multi_index(np.ix_(*subs), other.shape).reshape(-1)
+
 
 def gaussian_cell_masses(grid: Grid, mean_m, std_m) -> np.ndarray:
     """Exact mass of an axis-aligned Gaussian in each cell, truncated to the zone and normalised.

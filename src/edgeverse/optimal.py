@@ -288,13 +288,7 @@ def _prolong(coarse: Problem, fine: Problem, cs_coarse: np.ndarray) -> np.ndarra
     """Fine partition: each fine cell takes the server of the coarse cell holding its centre, and a cell
     holding PTs the server of its DTs' coarse cell (when the grids do not nest, a fine cell's centre may lie
     in another coarse cell than its DTs: they keep their server, and so their hosting)."""
-    from .links import CHUNK_ENTRIES
-
-    out = np.empty(fine.n_cells, dtype=np.int64)
-    step = CHUNK_ENTRIES
-    for a in range(0, fine.n_cells, step):
-        b = min(fine.n_cells, a + step)
-        out[a:b] = cs_coarse[coarse.grid.cell_of(fine.grid.centers_m(slice(a, b)))]
+    out = np.asarray(cs_coarse, dtype=np.int64)[fine.grid.cells_of_centers_in(coarse.grid)]
     if fine.twins.n and coarse.twins.n == fine.twins.n \
             and np.array_equal(coarse.twins.positions_m, fine.twins.positions_m):
         out[fine.twins.cell] = cs_coarse[coarse.twins.cell]
@@ -324,10 +318,10 @@ def _coarsen(problem: Problem, factor: int) -> Problem | None:
     from .links import CHUNK_ENTRIES
 
     mass = np.zeros(cp.n_cells)
-    for a in range(0, problem.n_cells, CHUNK_ENTRIES):
+    idx_all = problem.grid.cells_of_centers_in(cp.grid)
+    for a in range(0, problem.n_cells, CHUNK_ENTRIES):  # chunk by chunk: the sums' order is kept
         b = min(problem.n_cells, a + CHUNK_ENTRIES)
-        idx = cp.grid.cell_of(problem.grid.centers_m(slice(a, b)))
-        mass += np.bincount(idx, weights=problem.cell_mass[a:b], minlength=cp.n_cells)
+        mass += np.bincount(idx_all[a:b], weights=problem.cell_mass[a:b], minlength=cp.n_cells)
     # a sparse level has the full problem's DTs (twins_from): their lookups, and any line-9 table they keep,
     # are shared.  Keep the static per-cell answers found while building (best-SNR and nearest servers: geometry only);
     # the rest of the cache depends on the masses
@@ -335,20 +329,79 @@ def _coarsen(problem: Problem, factor: int) -> Problem | None:
     return dataclasses.replace(cp, cell_mass=mass / mass.sum(), cache=static)
 
 
-def _level_chain(problem: Problem) -> list[Problem]:
-    """[finest, ..., coarsest]: halve the grid while the level is large and keeps enough cells per server."""
-    chain = [problem]
+def _level_factors(problem: Problem) -> list[int]:
+    """The coarsening factors of the levels below the full grid (2, 4, 8, ...): halve the grid while the
+    level is large and keeps at least :data:`COARSE_CELLS_PER_SERVER` cells per server."""
     B = problem.n_servers
     floor_cells = COARSE_CELLS_PER_SERVER * B
-    while True:
-        p = chain[-1]
-        if p.n_cells * B <= COARSE_OT_ENTRIES or p.n_cells // 4 < floor_cells:
+    shape = list(problem.grid.shape)
+    n, factors = problem.n_cells, []
+    while n * B > COARSE_OT_ENTRIES and n // 4 >= floor_cells:
+        f = 2 ** (len(factors) + 1)
+        new = [max(1, shape[0] // f), max(1, shape[1] // f)] + shape[2:]
+        n_new = int(np.prod(new))
+        if n_new >= n:
             break
-        c = _coarsen(problem, 2 ** len(chain))
-        if c is None or c.n_cells >= p.n_cells:
+        factors.append(f)
+        n = n_new
+    return factors
+
+
+def _level_chain(problem: Problem) -> list[Problem]:
+    """[finest, ..., coarsest]: the levels of :func:`_level_factors`, up to the first that cannot be built."""
+    chain = [problem]
+    for f in _level_factors(problem):
+        c = _coarsen(problem, f)
+        if c is None:
             break
         chain.append(c)
     return chain
+
+
+class _LevelBuilder:
+    """The coarsest level at once and the intermediate ones on a background thread (``chain()`` waits).
+
+    Building the intermediate levels (their candidate links and bounds: numpy work that releases the GIL)
+    overlaps the coarsest level's solve.  The levels are the same as :func:`_level_chain`'s, with one
+    difference where a level cannot be built (a density file tied to the grid): the chain then holds the
+    levels that can.
+    """
+
+    def __init__(self, problem: Problem):
+        import threading
+
+        self.problem = problem
+        factors = _level_factors(problem)
+        self.coarsest = _coarsen(problem, factors[-1]) if factors else None
+        self._mid: list[Problem | None] = []
+        self._error: BaseException | None = None
+        self._thread = None
+        if self.coarsest is None:  # nothing coarser, or the coarsest level cannot be built: as before
+            self._chain = _level_chain(problem)
+            self.coarsest = self._chain[-1]
+            self.depth = len(self._chain) - 1
+            return
+        self.depth = len(factors)
+        self._chain = None
+        self._factors = factors[:-1]
+        if self._factors:
+            self._thread = threading.Thread(target=self._build, name="edgeverse-levels", daemon=True)
+            self._thread.start()
+
+    def _build(self):
+        try:
+            self._mid = [_coarsen(self.problem, f) for f in self._factors]
+        except BaseException as e:  # pragma: no cover - re-raised by chain()
+            self._error = e
+
+    def chain(self) -> list[Problem]:
+        if self._chain is None:
+            if self._thread is not None:
+                self._thread.join()
+            if self._error is not None:  # pragma: no cover
+                raise self._error
+            self._chain = [self.problem] + [c for c in self._mid if c is not None] + [self.coarsest]
+        return self._chain
 
 
 def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol: float = 1e-10,
@@ -375,8 +428,8 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
     from .methods import quick_evaluate
 
     max_iter = max(problem.scenario.solver.max_iter, 100) if max_iter is None else int(max_iter)
-    chain = _level_chain(problem)
-    coarse = chain[-1]
+    levels = _LevelBuilder(problem)
+    coarse = levels.coarsest
     history: list = []
     # starts on the coarsest level
     best = None
@@ -385,7 +438,7 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
             continue
         cs0 = METHODS[name](coarse).cell_server
         ev0 = quick_evaluate(coarse, cs0)[1]
-        history.append({"iteration": len(history), "phase": f"start ({name}, level {len(chain) - 1})",
+        history.append({"iteration": len(history), "phase": f"start ({name}, level {levels.depth})",
                         "objective_ms": ev0.objective_ms, "n_hosted": ev0.total_hosted,
                         "cells": coarse.n_cells})
         if best is None or _key(ev0) < _key(best[1]):
@@ -395,10 +448,11 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
     wants = COARSE_DESCENT if descent is None else descent != "none"
     if wants and coarse.n_cells * coarse.n_servers <= COARSE_OT_ENTRIES and not coarse.sparse:
         cs, ev, status, message, it = _descend(coarse, cs, evaluate_partition(coarse, cs)[1], max_iter=max_iter,
-                                               rel_tol=rel_tol, history=history, label=f"{label}, level {len(chain) - 1}")
+                                               rel_tol=rel_tol, history=history, label=f"{label}, level {levels.depth}")
         total_it += it
     n_moves_total = 0
     final_cap = (0, False)
+    chain = levels.chain()
     for lvl in range(len(chain) - 1, -1, -1):
         p = chain[lvl]
         if lvl < len(chain) - 1:

@@ -452,13 +452,27 @@ class _Band:
         return hard
 
 
+#: :func:`_gram` flushes float32 entries below this to 0 (their products would be subnormal floats).
+GRAM_FLUSH = 1e-18
+
+
 def _gram(P, MP):
     """``P @ MP.T`` (float64) for ``(B, k)`` arrays, in blocks small enough for
     single-threaded BLAS.
 
     Multi-threaded BLAS calls on thin matrices stall badly on busy machines;
     a batched product of blocks below OpenBLAS's threading threshold avoids that.
+
+    float32 entries below :data:`GRAM_FLUSH` in magnitude are taken as 0 first: the soft-min
+    probabilities far from a boundary are tiny (1e-27 and less), and products of two of them are
+    subnormal floats, which the CPU multiplies tens of times slower (a 64 x 3844 product took 18 ms
+    instead of 1.3 ms).  What this drops is below 1e-36 per product, about 1e-8 of float32's own
+    rounding of the sums.
     """
+    if P.dtype == np.float32:
+        lo = np.float32(GRAM_FLUSH)
+        P = np.where(np.abs(P) < lo, np.float32(0.0), P)
+        MP = np.where(np.abs(MP) < lo, np.float32(0.0), MP)
     B, k = P.shape
     step = max(1, 200_000 // (B * B))
     nb = k // step
