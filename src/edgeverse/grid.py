@@ -91,15 +91,12 @@ class Grid:
         >>> fine.cells_of_centers_in(coarse).tolist()
         [0, 0, 0, 0, 1, 1, 1, 1]
         """
+        if other.dim != self.dim:
+            raise ValueError(f"cells_of_centers_in: grids of {self.dim} and {other.dim} dimensions")
         subs = []
         for a in range(self.dim):
-            if a < other.dim:
-                k = np.floor((self.axis_centers_m(a) - other.origin_m[a]) / other.cell_size_m[a]).astype(int)
-                subs.append(np.clip(k, 0, other.shape[a] - 1))
-            else:  # pragma: no cover - coarse levels keep the dimension
-                subs.append(np.zeros(self.shape[a], dtype=int))
-        if other.dim > self.dim:  # pragma: no cover - likewise
-            subs += [np.zeros(1, dtype=int)] * (other.dim - self.dim)
+            k = np.floor((self.axis_centers_m(a) - other.origin_m[a]) / other.cell_size_m[a]).astype(int)
+            subs.append(np.clip(k, 0, other.shape[a] - 1))
         return np.ravel_multi_index(np.ix_(*subs), other.shape).reshape(-1)
 
 

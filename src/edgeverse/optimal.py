@@ -347,10 +347,11 @@ def _level_factors(problem: Problem) -> list[int]:
     return factors
 
 
-def _level_chain(problem: Problem) -> list[Problem]:
-    """[finest, ..., coarsest]: the levels of :func:`_level_factors`, up to the first that cannot be built."""
+def _level_chain(problem: Problem, factors: list[int] | None = None) -> list[Problem]:
+    """[finest, ..., coarsest]: the levels of ``factors`` (default :func:`_level_factors`), one after the
+    other, up to the first that cannot be built."""
     chain = [problem]
-    for f in _level_factors(problem):
+    for f in _level_factors(problem) if factors is None else factors:
         c = _coarsen(problem, f)
         if c is None:
             break
@@ -377,7 +378,7 @@ class _LevelBuilder:
         self._error: BaseException | None = None
         self._thread = None
         if self.coarsest is None:  # nothing coarser, or the coarsest level cannot be built: as before
-            self._chain = _level_chain(problem)
+            self._chain = _level_chain(problem, factors)
             self.coarsest = self._chain[-1]
             self.depth = len(self._chain) - 1
             return

@@ -388,7 +388,8 @@ class _Band:
         Z *= np.float32(1.0 / eps)
         zmax = Z.max(axis=0)
         Z -= zmax
-        # exp(-60) ~ 1e-26 is negligible; clipping avoids subnormal numbers
+        # exp(-60) ~ 1e-26 is negligible; clipping avoids subnormal numbers here (products of two such
+        # probabilities would be subnormal too: _gram flushes them)
         np.maximum(Z, np.float32(-60.0), out=Z)
         np.exp(Z, out=Z)
         if self.pad.size:
