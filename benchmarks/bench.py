@@ -245,4 +245,8 @@ def scaling_table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the running case's subprocess gets the same Ctrl-C and exits
+        print("bench: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -417,3 +417,42 @@ def test_interrupted_run_leaves_the_earlier_files(monkeypatch, tmp_path):
     monkeypatch.setattr(rep, "plot_fig3", real)
     reproduce(tmp_path, **small)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+_SLOW_LOG = {"path": None}
+
+
+def _slow_task(task):
+    """A stand-in point: 0.2 s, and a line in a log file per point run (pool workers are forked)."""
+    import time
+
+    time.sleep(0.2)
+    with open(_SLOW_LOG["path"], "a") as fh:
+        fh.write(f"{task.seed}\n")
+    return task, {}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="forked pool workers inherit the stand-in")
+def test_interrupt_drops_the_queued_points(monkeypatch, tmp_path):
+    """Ctrl-C while the pool runs: the queued points are cancelled, not run to the end first."""
+    import time
+
+    import tqdm
+
+    import edgeverse.reproduce as rep
+
+    _SLOW_LOG["path"] = str(tmp_path / "ran.txt")
+    monkeypatch.setattr(rep, "_run_task", _slow_task)
+
+    def interrupted(self, n=1):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tqdm.tqdm, "update", interrupted)
+    tasks = [rep.Task("paper", "fig3", 60, 250.0, s, "snr", {}) for s in range(40)]
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        rep.run_tasks(tasks, 2, progress=False)
+    assert time.perf_counter() - t0 < 2.0  # the 40 points would take 4 s on 2 workers
+    time.sleep(0.5)
+    ran = Path(_SLOW_LOG["path"]).read_text().split()
+    assert 1 <= len(ran) <= 6

@@ -582,3 +582,13 @@ def test_level_builder_gives_the_sequential_chain(monkeypatch):
     expected[par[1].twins.cell] = cs[par[-1].twins.cell]  # a PT cell: the server of its DTs' coarse cell
     assert np.array_equal(fine_cs, expected)
     assert (fine_cs != cs[holder]).any()  # some PT cells straddle two coarse cells
+
+
+@pytest.mark.parametrize("args, kwargs, field", [
+    ((10, 0, 10), {}, "servers"), ((10.5, 4, 10), {}, "cells"), ((10, 4, -1), {}, "twins"),
+    ((10, 4, 10), {"seed": -1}, "seed"), ((10, 4, 10), {"cell_m": float("nan")}, "cell_m"),
+    ((10, 4, 10), {"side_m": 0.0}, "side_m"), ((True, 4, 10), {}, "cells"),
+])
+def test_city_scenario_checks_its_arguments(args, kwargs, field):
+    with pytest.raises(ValueError, match=f"city_scenario: {field} must be"):
+        city_scenario(*args, **kwargs)

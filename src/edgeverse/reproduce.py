@@ -283,12 +283,17 @@ def run_tasks(tasks: list[Task], workers: int, *, progress: bool = True,
         else:
             from .workers import exit_with_parent
 
-            with ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent,
-                                     initargs=(os.getpid(),)) as ex:
+            ex = ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent, initargs=(os.getpid(),))
+            done = False
+            try:
                 futures = [ex.submit(_run_task, t) for t in order]
                 for fut in as_completed(futures):
                     out.append(fut.result())
                     bar.update(1)
+                done = True
+            finally:
+                # interrupted (Ctrl-C) or failed: the queued points are dropped, not run to the end first
+                ex.shutdown(wait=done, cancel_futures=True)
     finally:
         bar.close()
     return out

@@ -42,7 +42,22 @@ def lattice_sites(n_servers: int, side_m: float, rng: np.random.Generator) -> np
 
 def city_scenario(cells: int = 1000, servers: int = 64, twins: int = 10_000, *, side_m: float | None = None,
                   cell_m: float = 10.0, seed: int = 0, name: str | None = None) -> Scenario:
-    """A synthetic city: ``cells x cells`` grid of ``cell_m`` metres, ``servers`` sites, ``twins`` DTs."""
+    """A synthetic city: ``cells x cells`` grid of ``cell_m`` metres, ``servers`` sites, ``twins`` DTs.
+
+    >>> city_scenario(0, 4, 10)
+    Traceback (most recent call last):
+    ...
+    ValueError: city_scenario: cells must be a whole number >= 1; got 0
+    """
+    for field, value, low in (("cells", cells, 1), ("servers", servers, 1), ("twins", twins, 0), ("seed", seed, 0)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"city_scenario: {field} must be a whole number >= {low}; got {value!r}")
+    for field, value in (("side_m", side_m), ("cell_m", cell_m)):
+        if value is None and field == "side_m":
+            continue
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"city_scenario: {field} must be a finite length > 0 in metres; got {value!r}")
     side = float(side_m) if side_m is not None else cells * cell_m
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC17]))
     pos = lattice_sites(servers, side, rng)
