@@ -592,3 +592,21 @@ def test_level_builder_gives_the_sequential_chain(monkeypatch):
 def test_city_scenario_checks_its_arguments(args, kwargs, field):
     with pytest.raises(ValueError, match=f"city_scenario: {field} must be"):
         city_scenario(*args, **kwargs)
+
+
+def test_pt_comm_table_in_threaded_chunks_equals_the_dense_comm(pair, monkeypatch):
+    """The PT cells' comm table of a sparse problem is built in row chunks on threads: every row equals the
+    dense problem's comm row of that cell (the same geometry), whatever the chunking."""
+    import edgeverse.local_search as ls
+
+    dense, sparse = pair
+    ptc = _pt_cells(sparse)
+    assert ptc.size > 4
+    want = np.asarray(dense.links.comm)[ptc.cells]
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("EDGEVERSE_THREADS", threads)
+        sparse.cache.pop("pt_comm", None)
+        tab = ls._pt_comm_table(sparse, ptc)
+        assert tab.shape == (ptc.size, sparse.n_servers)
+        np.testing.assert_array_equal(tab, want)
+    sparse.cache.pop("pt_comm", None)

@@ -35,7 +35,7 @@ import numpy as np
 from .build import Problem
 from .evaluate import admit, host_twins, region_masses, render_budget_hz
 from .kernels import abs_max_finite, best_moves, move_change_lower, numba_active, render_floor
-from .links import BOUND_SLACK, CHUNK_ENTRIES
+from .links import BOUND_SLACK, CHUNK_ENTRIES, map_chunks, n_threads
 
 
 @dataclass
@@ -569,9 +569,13 @@ def _pt_comm_table(problem: Problem, ptc: _PTCells, rows: int = 0) -> np.ndarray
                 return None
         B = problem.n_servers
         tab = np.empty((ptc.size, B))
-        step = max(1, CHUNK_ENTRIES // B)
-        for a in range(0, ptc.size, step):
-            tab[a:a + step] = problem.links.full_rows(ptc.cells[a:a + step])
+        # rows in chunks on every core (the geometry is numpy work that releases the GIL): the same values
+        step = max(1, min(CHUNK_ENTRIES // B, -(-ptc.size // (2 * n_threads()))))
+
+        def fill(a, b):
+            tab[a:b] = problem.links.full_rows(ptc.cells[a:b])
+
+        map_chunks(fill, ptc.size, step)
         problem.cache["pt_comm"] = tab
     return problem.cache["pt_comm"]
 
