@@ -610,3 +610,36 @@ def test_pt_comm_table_in_threaded_chunks_equals_the_dense_comm(pair, monkeypatc
         assert tab.shape == (ptc.size, sparse.n_servers)
         np.testing.assert_array_equal(tab, want)
     sparse.cache.pop("pt_comm", None)
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
+def test_plain_move_full_scans_numba_equal_numpy_and_dense():
+    """Few cells per server (near-empty servers attract cells from anywhere): most cells need the full scan
+    of :func:`kernels.best_moves`.  Its numba pair bound gives the numpy path's moves and the dense ones."""
+    scn = city_scenario(24, 40, 30, side_m=3000.0, seed=3)
+    dense, sparse = build_problem(scn, candidates=40), build_problem(scn, candidates=4)
+    rng = np.random.default_rng(0)
+    for cs in (METHODS["snr"](dense).cell_server, rng.integers(0, 40, dense.n_cells)):
+        std, sts = _state(dense, cs), _state(sparse, cs)
+        skip = _skip_mask(dense, _pt_cells(dense))
+        d = _plain_deltas(dense, std)
+        d[np.arange(dense.n_cells), cs] = np.inf
+        ok = ~skip
+        for cutoff in (np.inf, 0.0):
+            got = []
+            for use in (True, False):
+                prev = kernels.use_numba(use)
+                try:
+                    got.append(kernels.best_moves(sparse.links, sts.cs, sts.c_own, sparse.cell_mass, sts.alpha,
+                                                  sts.comm, sts.render, sts.t, float(sparse.time_scale), skip, cutoff))
+                    fallback = kernels.best_moves.last_fallback
+                finally:
+                    kernels.use_numba(prev)
+                assert fallback > dense.n_cells // 4
+            for a, b in zip(got[0], got[1]):
+                np.testing.assert_array_equal(a, b)
+            bj, bd, _ = got[0]
+            sel = ok & (d.min(axis=1) < cutoff)
+            assert sel.sum() > 10
+            np.testing.assert_array_equal(bd[sel], d.min(axis=1)[sel])
+            np.testing.assert_array_equal(bj[sel], d.argmin(axis=1)[sel])

@@ -344,21 +344,40 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
             t_rem = s * a_b * (comm_b[own] - m * c_own[r] + a_b * render[own]) - t_b[own]
             # pairs to score exactly: non-candidates whose change at the comm-cost bound is not above the
             # cell's best candidate change (nor at or above the cutoff); every other server's change is larger
-            dl = move_change_lower(links.pair_lower(r), m, t_rem, alpha, comm_b, render, t_b, s, nb, tmax)
-            with np.errstate(invalid="ignore"):
-                need = ~(dl > bd[r][:, None]) & ~(dl >= cutoff)
-            need[np.arange(r.size)[:, None], links.server[r]] = False  # candidates: already scored exactly
-            pi, pj = np.nonzero(need)
-            if pi.size == 0:
-                continue
+            if _USE["numba"]:  # the same bound and merge, row by row (no (rows, B) temporaries, no sort)
+                has_tile = links.tile_of is not None
+                buf = np.empty((r.size, nb), dtype=np.int32)
+                cnt = np.empty(r.size, dtype=np.int64)
+                _nb_fallback_pairs(r.astype(np.int64), links.server, links.lb, links.cls.astype(np.int64),
+                                   links.tile_clb if has_tile else np.zeros((1, 1)),
+                                   links.tile_of if has_tile else np.zeros(1, dtype=np.int32), has_tile, m, t_rem,
+                                   alpha, comm_b, render, t_b, s, nb, tmax, bd, cutoff, BOUND_SLACK, buf, cnt)
+                off = np.zeros(r.size + 1, dtype=np.int64)
+                np.cumsum(cnt, out=off[1:])
+                if off[-1] == 0:
+                    continue
+                pj = np.empty(int(off[-1]), dtype=np.int64)
+                _nb_gather_rows(buf, off, pj)
+                pi = np.repeat(np.arange(r.size), cnt)
+            else:
+                dl = move_change_lower(links.pair_lower(r), m, t_rem, alpha, comm_b, render, t_b, s, nb, tmax)
+                with np.errstate(invalid="ignore"):
+                    need = ~(dl > bd[r][:, None]) & ~(dl >= cutoff)
+                need[np.arange(r.size)[:, None], links.server[r]] = False  # candidates: already scored exactly
+                pi, pj = np.nonzero(need)
+                if pi.size == 0:
+                    continue
             c = links.comm_pairs(r[pi], pj)
             mp = m[pi]
             aj = alpha[pj] + mp
             with np.errstate(invalid="ignore"):
                 d = (t_rem[pi] + (s * aj * (comm_b[pj] + mp * c + aj * render[pj]) - t_b[pj])) / nb
             d[pj == own[pi]] = np.inf
-            win_r, win_j, win_v, win_k = _merge_min(bj, bd, r, pi, pj, d)
-            bc[win_r] = c[win_k]
+            if _USE["numba"]:
+                _nb_merge_rows(bj, bd, bc, r.astype(np.int64), off, pj, d, c)
+            else:
+                win_r, win_j, win_v, win_k = _merge_min(bj, bd, r, pi, pj, d)
+                bc[win_r] = c[win_k]
     best_moves.last_fallback = int(flag.sum()) if sparse else 0
     return bj, bd, bc
 
@@ -493,6 +512,85 @@ if HAVE_NUMBA:  # pragma: no branch
                 low = low - slack * (abs(t_rem) + abs(lo) + tmax) / nb
                 low_out[i] = low
                 flag[i] = (not (low > best_d)) and (low < cutoff)
+
+    @_jit
+    def _nb_fallback_pairs(rows, S, lb, cls, tile_clb, tile_of, has_tile, m, t_rem, alpha, comm_b, render, t_b, s,
+                           nb, tmax, bd, cutoff, slack, buf, cnt):
+        """:func:`best_moves`' full-scan pairs of rows ``rows`` (mass ``m``, own-side change ``t_rem``): the
+        non-candidates whose :func:`move_change_lower` at :meth:`~edgeverse.links.CellLinks.pair_lower` is
+        not above the row's best candidate change nor at or above ``cutoff`` (the numpy form's expressions,
+        in its order).  Row ``t``'s servers, ascending, go to ``buf[t, :cnt[t]]``."""
+        B = buf.shape[1]
+        k = S.shape[1]
+        for t in _nb.prange(rows.shape[0]):
+            i = rows[t]
+            mt = m[t]
+            tr = t_rem[t]
+            best = bd[i]
+            w = 0
+            is_cand = np.zeros(B, dtype=np.bool_)
+            for q in range(k):
+                is_cand[S[i, q]] = True
+            for j in range(B):
+                if is_cand[j]:
+                    continue
+                low = lb[i, cls[j]]
+                if has_tile:
+                    tv = tile_clb[tile_of[i], j]
+                    if np.isnan(low) or np.isnan(tv):
+                        low = np.nan
+                    elif tv > low:
+                        low = tv
+                a_j = alpha[j] + mt
+                t_add = s * a_j * (comm_b[j] + mt * low + a_j * render[j]) - t_b[j]
+                dl = (tr + t_add) / nb
+                dl = dl - slack * (abs(tr) + abs(t_add) + tmax) / nb
+                if not (dl > best) and not (dl >= cutoff):
+                    buf[t, w] = j
+                    w += 1
+            cnt[t] = w
+
+    @_jit
+    def _nb_gather_rows(buf, off, out):
+        """``out[off[t]:off[t + 1]] = buf[t, :off[t + 1] - off[t]]`` for every row ``t``."""
+        for t in _nb.prange(off.shape[0] - 1):
+            a = off[t]
+            for p in range(off[t + 1] - a):
+                out[a + p] = buf[t, p]
+
+    @_jit
+    def _nb_merge_rows(best, val, cval, r, off, pj, sc, c):
+        """:func:`_merge_min` on pairs grouped by row (row ``t``'s pairs ``off[t]:off[t + 1]``, cell ``r[t]``),
+        and the winner's ``c`` into ``cval``: the row's first pair by (NaN first, score, server) wins over the
+        current entry if it is NaN and the current is not; if both are not NaN and it is lower, or equal with
+        a lower server; if both are NaN with a lower server."""
+        for t in _nb.prange(r.shape[0]):
+            a, b = off[t], off[t + 1]
+            if b == a:
+                continue
+            q = a
+            for p in range(a + 1, b):
+                np_, nq = np.isnan(sc[p]), np.isnan(sc[q])
+                if np_ != nq:
+                    if np_:
+                        q = p
+                elif np_:
+                    if pj[p] < pj[q]:
+                        q = p
+                elif sc[p] < sc[q] or (sc[p] == sc[q] and pj[p] < pj[q]):
+                    q = p
+            i = r[t]
+            cur_v = val[i]
+            cur_j = best[i]
+            cur_n = np.isnan(cur_v)
+            if np.isnan(sc[q]):
+                win = (not cur_n) or (pj[q] < cur_j)
+            else:
+                win = (not cur_n) and (sc[q] < cur_v or (sc[q] == cur_v and pj[q] < cur_j))
+            if win:
+                best[i] = pj[q]
+                val[i] = sc[q]
+                cval[i] = c[q]
 
     @_jit
     def tile_lower_kernel(clb, slope, icpt, nan_zero, out):
