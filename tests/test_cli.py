@@ -191,7 +191,10 @@ def test_solve_method_options_and_bad_out(tmp_path, capsys):
     capsys.readouterr()
     for extra, msg in ((["--method-option", "optimal.descent=fast"], "optimal.descent: got 'fast'; must be one of"),
                        (["--method-option", "paper.max_iter=3"], "names method 'paper', which is not run"),
-                       (["--method-option", "optimal"], "expected METHOD.OPTION=VALUE")):
+                       (["--method-option", "optimal"], "expected METHOD.OPTION=VALUE"),
+                       (["--method-option", "optimal.descent=yes"], "got True; must be one of none, best, all "
+                        "(YAML reads yes/no/on/off/true/false as a boolean"),
+                       (["--method-option", "optimal.descent="], "got None; must be one of none, best, all (YAML")):
         assert main(argv + extra) != 0
         assert msg in capsys.readouterr().err
     assert main(["solve", "--preset", "paper", "--method", "snr", "--out", ""]) != 0

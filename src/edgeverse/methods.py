@@ -383,7 +383,11 @@ def check_method_options(method: str, options: dict[str, Any] | None, where: str
         try:
             out[k] = spec[k](v)
         except ValueError as e:
-            raise EdgeverseError(f"{where}.{k}: got {v!r}; {e}") from None
+            hint = ""
+            if v is None or isinstance(v, bool):  # the CLI's and the sweep file's values are read as YAML
+                hint = (" (YAML reads yes/no/on/off/true/false as a boolean and null, ~ or nothing as None;"
+                        " quote a word to pass it as text)")
+            raise EdgeverseError(f"{where}.{k}: got {v!r}; {e}{hint}") from None
     if method == "paper-damped" and out.get("min_step", 1e-4) > out.get("step", 0.5):
         raise EdgeverseError(f"{where}.min_step: got {out.get('min_step', 1e-4)!r}; must be at most step "
                              f"({out.get('step', 0.5)!r})")
