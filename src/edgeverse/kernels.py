@@ -138,15 +138,34 @@ def argmin_affine(links: CellLinks, u: np.ndarray, v: np.ndarray, w: np.ndarray 
         step = max(1, CHUNK_ENTRIES // links.n_servers)
         for a in range(0, rows.size, step):
             r = rows[a:a + step]
-            pi, pj = _scan_pairs(links, r, u, icpt, val[r], nan_zero)
-            if pi.size == 0:
-                continue
+            if _USE["numba"]:  # the same pairs and merge, row by row (no (rows, B) temporaries, no sort)
+                has_tile = links.tile_of is not None
+                buf = np.empty((r.size, links.n_servers), dtype=np.int32)
+                cnt = np.empty(r.size, dtype=np.int64)
+                _nb_scan_pairs(r.astype(np.int64), links.server, links.lb, links.cls.astype(np.int64),
+                               links.tile_clb if has_tile else np.zeros((1, 1)),
+                               links.tile_of if has_tile else np.zeros(1, dtype=np.int32), has_tile, u, icpt,
+                               bool(nan_zero), val, BOUND_SLACK, buf, cnt)
+                off = np.zeros(r.size + 1, dtype=np.int64)
+                np.cumsum(cnt, out=off[1:])
+                if off[-1] == 0:
+                    continue
+                pj = np.empty(int(off[-1]), dtype=np.int64)
+                _nb_gather_rows(buf, off, pj)
+                pi = np.repeat(np.arange(r.size), cnt)
+            else:
+                pi, pj = _scan_pairs(links, r, u, icpt, val[r], nan_zero)
+                if pi.size == 0:
+                    continue
             c = links.comm_pairs(r[pi], pj)
             with np.errstate(invalid="ignore"):
                 sc = u[pj] * (c + v[pj]) + w[pj]
             if nan_zero:
                 sc = np.where(np.isnan(sc), w[pj] + 0.0, sc)
-            _merge_min(best, val, r, pi, pj, sc)
+            if _USE["numba"]:
+                _nb_merge_rows(best, val, val, r.astype(np.int64), off, pj, sc, sc, False)
+            else:
+                _merge_min(best, val, r, pi, pj, sc)
     argmin_affine.last_fallback = int(flag.sum()) if sparse else 0
     return best, val
 
@@ -374,7 +393,7 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
                 d = (t_rem[pi] + (s * aj * (comm_b[pj] + mp * c + aj * render[pj]) - t_b[pj])) / nb
             d[pj == own[pi]] = np.inf
             if _USE["numba"]:
-                _nb_merge_rows(bj, bd, bc, r.astype(np.int64), off, pj, d, c)
+                _nb_merge_rows(bj, bd, bc, r.astype(np.int64), off, pj, d, c, True)
             else:
                 win_r, win_j, win_v, win_k = _merge_min(bj, bd, r, pi, pj, d)
                 bc[win_r] = c[win_k]
@@ -551,6 +570,38 @@ if HAVE_NUMBA:  # pragma: no branch
             cnt[t] = w
 
     @_jit
+    def _nb_scan_pairs(rows, S, lb, cls, tile_clb, tile_of, has_tile, u, icpt, nan_zero, val, slack, buf, cnt):
+        """:func:`_scan_pairs` of rows ``rows`` (the numpy form's expressions, in its order): row ``t``'s
+        non-candidates whose bound is not above ``val[rows[t]]`` go, ascending, to ``buf[t, :cnt[t]]``."""
+        B = buf.shape[1]
+        k = S.shape[1]
+        for t in _nb.prange(rows.shape[0]):
+            i = rows[t]
+            best = val[i]
+            w = 0
+            is_cand = np.zeros(B, dtype=np.bool_)
+            for q in range(k):
+                is_cand[S[i, q]] = True
+            for j in range(B):
+                if is_cand[j]:
+                    continue
+                low = lb[i, cls[j]]
+                if has_tile:
+                    tv = tile_clb[tile_of[i], j]
+                    if np.isnan(low) or np.isnan(tv):
+                        low = np.nan
+                    elif tv > low:
+                        low = tv
+                bnd = u[j] * low + icpt[j]
+                if nan_zero and np.isnan(bnd):
+                    bnd = icpt[j]
+                bnd = bnd - (slack * abs(bnd) + 1e-300)
+                if not (bnd > best):
+                    buf[t, w] = j
+                    w += 1
+            cnt[t] = w
+
+    @_jit
     def _nb_gather_rows(buf, off, out):
         """``out[off[t]:off[t + 1]] = buf[t, :off[t + 1] - off[t]]`` for every row ``t``."""
         for t in _nb.prange(off.shape[0] - 1):
@@ -559,9 +610,9 @@ if HAVE_NUMBA:  # pragma: no branch
                 out[a + p] = buf[t, p]
 
     @_jit
-    def _nb_merge_rows(best, val, cval, r, off, pj, sc, c):
+    def _nb_merge_rows(best, val, cval, r, off, pj, sc, c, store_c):
         """:func:`_merge_min` on pairs grouped by row (row ``t``'s pairs ``off[t]:off[t + 1]``, cell ``r[t]``),
-        and the winner's ``c`` into ``cval``: the row's first pair by (NaN first, score, server) wins over the
+        and (``store_c``) the winner's ``c`` into ``cval``: the row's first pair by (NaN first, score, server) wins over the
         current entry if it is NaN and the current is not; if both are not NaN and it is lower, or equal with
         a lower server; if both are NaN with a lower server."""
         for t in _nb.prange(r.shape[0]):
@@ -590,7 +641,8 @@ if HAVE_NUMBA:  # pragma: no branch
             if win:
                 best[i] = pj[q]
                 val[i] = sc[q]
-                cval[i] = c[q]
+                if store_c:
+                    cval[i] = c[q]
 
     @_jit
     def tile_lower_kernel(clb, slope, icpt, nan_zero, out):
