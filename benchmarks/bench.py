@@ -217,6 +217,8 @@ def main(argv=None) -> int:
     finally:
         if out:
             out.close()
+            if not rows:  # interrupted (or failed) before the first result: no empty file left behind
+                os.unlink(args.json)
     print(table(rows))
     scale = [r for r in rows if "error" not in r and r["case"].startswith("scale-")]
     if scale:

@@ -199,3 +199,98 @@ def test_solve_method_options_and_bad_out(tmp_path, capsys):
         assert msg in capsys.readouterr().err
     assert main(["solve", "--preset", "paper", "--method", "snr", "--out", ""]) != 0
     assert "--out: got ''; give a folder" in capsys.readouterr().err
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_interrupted_save_keeps_the_earlier_set(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the files are written: the folder keeps the earlier run's whole set, no staging left."""
+    import edgeverse.solution as so
+
+    out = tmp_path / "o"
+    argv = ["solve", "--preset", "paper", "--set", "zone.cells=[12,12]", "--no-figure", "--out", str(out)]
+    assert main(argv + ["--method", "snr"]) == 0
+    before = _files(out)
+    assert set(before) == {"solution.json", "servers.csv", "twins.csv", "timing.json"}
+
+    def stop(*a, **k):  # after solution.json and servers.csv are written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(so, "rows_to_csv", lambda rows, cols, _orig=so.rows_to_csv: (
+        stop() if cols == so.TWIN_COLUMNS else _orig(rows, cols)))
+    capsys.readouterr()
+    assert main(argv + ["--method", "voronoi"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert _files(out) == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    monkeypatch.undo()
+    assert main(argv + ["--method", "voronoi"]) == 0
+    after = _files(out)
+    assert json.loads(after["solution.json"])["method"] == "voronoi" and set(after) == set(before)
+
+
+def test_sigint_held_back_until_the_block_ends():
+    import os
+    import signal
+
+    import pytest
+
+    from edgeverse.solution import sigint_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with sigint_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append(1)  # still runs: the interrupt waits for the block's end
+    assert done == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupted_or_out_of_memory_solve_leaves_no_new_folder(tmp_path, monkeypatch, capsys):
+    import edgeverse.build as bu
+
+    out = tmp_path / "new"
+    argv = ["solve", "--preset", "paper", "--method", "snr", "--no-figure", "--out", str(out)]
+    for exc, code, msg in ((KeyboardInterrupt, 130, "edgeverse: interrupted"),
+                           (MemoryError, 2, "edgeverse: error: out of memory")):
+        def boom(*a, _e=exc, **k):
+            raise _e
+
+        monkeypatch.setattr(bu, "build_problem", boom)
+        assert main(argv) == code
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err
+        assert not out.exists()
+
+
+def test_single_method_run_drops_an_earlier_all_run_s_folders(tmp_path, capsys):
+    out = tmp_path / "o"
+    argv = ["solve", "--preset", "paper", "--set", "zone.cells=[10,10]", "--no-figure", "--out", str(out)]
+    assert main(argv + ["--method", "all"]) == 0
+    (out / "notes").mkdir()
+    (out / "notes" / "mine.txt").write_text("keep")
+    assert (out / "snr" / "solution.json").is_file()
+    assert main(argv + ["--method", "voronoi"]) == 0
+    assert not (out / "snr").exists() and not (out / "optimal").exists()
+    assert (out / "notes" / "mine.txt").read_text() == "keep" and (out / "solution.json").is_file()
+
+
+def test_a_swallowed_interrupt_still_exits_130(monkeypatch, capsys):
+    import os
+    import signal
+
+    import edgeverse.cli as cli
+
+    def swallow(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:  # as Python does inside a weakref callback or __del__
+            pass
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_presets", swallow)
+    assert main(["presets"]) == 130
+    assert "could not stop the run" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

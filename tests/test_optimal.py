@@ -150,3 +150,16 @@ def test_optimal_batch_polish_mode_is_certified_and_never_worse_than_the_methods
     for m in ("snr", "voronoi", "paper", "paper-damped"):
         other = solve(p, m, certify=False)
         assert (-sol.n_hosted, sol.objective_ms) <= (-other.n_hosted, other.objective_ms * (1 + 1e-12)), m
+
+
+def test_random_starts_only_on_small_grids_with_few_servers():
+    """Default random starts: grids of at most 1000 cells and 64 servers; none with more servers (their OT
+    solves are slow there and changed nothing measured)."""
+    from edgeverse.synthetic import city_scenario
+
+    many = build_problem(city_scenario(12, 80, 10, seed=1))    # 144 cells, 80 servers
+    few = build_problem(city_scenario(12, 4, 10, seed=1))
+    n_many = solve(many, "optimal").extra["n_starts"]
+    n_few = solve(few, "optimal").extra["n_starts"]
+    assert solve(many, "optimal", n_starts=0).extra["n_starts"] == n_many  # no random start by default
+    assert solve(few, "optimal", n_starts=0).extra["n_starts"] == n_few - 4

@@ -221,6 +221,14 @@ def test_optimal_multilevel_small(pair, monkeypatch):
         assert (sol.n_hosted, -sol.objective_ms) >= (other.n_hosted, -other.objective_ms * (1 + 1e-12))
     cert = sol.extra["certificate"]
     assert cert == certificate(dense, sol.cell_server).to_dict()
+    # wall-clock times go to timing.json only: two solves write the same solution.json
+    again = solve(sparse, "optimal", strategy="multilevel")
+    assert sol.to_dict() == again.to_dict()
+    assert "level_seconds" not in sol.to_dict()["extra"]
+    assert not any("seconds" in h for h in sol.to_dict()["history"])
+    levels = sol.timing()["level_seconds"]
+    assert [lv["cells"] for lv in levels] == sorted(lv["cells"] for lv in levels) and levels[-1]["level"] == 0
+    assert all(lv["seconds"] >= 0 for lv in levels)
     # a coarse level has the same DTs and reads the full problem's DT lookups (the same values)
     import edgeverse.optimal as opt
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import yaml
 
-from edgeverse import ScenarioError, load_scenario, preset_names
+from edgeverse import ScenarioError, get_preset, load_scenario, preset_names
 from edgeverse.scenario import Scenario, preset_text
 
 BAD = [
@@ -229,3 +231,16 @@ def test_twin_list_on_a_base_preset_needs_no_count(tmp_path):
                  "y_col: y, type_col: kind}\n")
     with pytest.raises(ScenarioError, match="twins.count: got 60"):  # a count written here must still match
         load_scenario(f)
+
+
+@pytest.mark.parametrize("key, value, field", [
+    ("zone.size_m", [1e300, 1e300], "zone.size_m[0]: got 1e+300 m; must be between 0 and 1e+07 m"),
+    ("servers.compute_hz", 1e-300, "servers.compute_hz: got 1e-300 Hz; must be between 1 and 1e+18 Hz"),
+    ("sensing.data_density_bps_per_m3", 1e308, "sensing.data_density_bps_per_m3: got 1e+308 bit/s/m^3"),
+    ("sensing.render_complexity_cycles_per_bit", 1e15, "sensing.render_complexity_cycles_per_bit: got 1e+15"),
+])
+def test_magnitudes_that_overflow_are_errors(key, value, field):
+    from edgeverse.errors import ScenarioError
+
+    with pytest.raises(ScenarioError, match=re.escape(field)):
+        get_preset("paper").with_overrides({key: value})

@@ -266,7 +266,8 @@ def test_out_of_memory_while_building_is_a_clear_error(monkeypatch):
         raise MemoryError("Unable to allocate 2.9 GiB for an array")  # what numpy raises (a subclass)
 
     monkeypatch.setattr(build, "_build_problem", huge)
-    with pytest.raises(EdgeverseError, match=r"zone\.cells: \[100, 100\] = 10,000 cells x 4 servers do not fit"):
+    with pytest.raises(EdgeverseError, match=r"zone\.cells: \[100, 100\] = 10,000 cells x 4 servers with twins\.count 60 "
+                                             r"do not fit.*use coarser cells or fewer DTs"):
         build.build_problem(get_preset("paper"))
 
 

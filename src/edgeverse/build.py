@@ -350,10 +350,12 @@ def build_problem(scenario: Scenario, *, candidates: int | None = None, twins_fr
         import math
 
         n = math.prod(int(c) for c in scenario.zone.cells)
+        k = scenario.twins.count
         raise EdgeverseError(
-            f"zone.cells: {list(scenario.zone.cells)} = {n:,} cells x {scenario.servers.n} servers do not fit in "
-            "this machine's memory (about 0.7 kB per cell with 16 candidate servers: 2.5 GB for 4e6 cells, "
-            "measured); use coarser cells") from None
+            f"zone.cells: {list(scenario.zone.cells)} = {n:,} cells x {scenario.servers.n} servers with "
+            f"{'twins.count ' + format(k, ',') if k is not None else 'the DTs of the twin file'} do not fit in this machine's memory (about 0.7 kB per cell with "
+            "16 candidate servers: 2.5 GB for 4e6 cells; and about 3.3 kB per DT over a solve: 1.6 GB for 3e5, "
+            "measured); use coarser cells or fewer DTs") from None
 
 
 def _build_problem(scenario: Scenario, *, candidates: int | None = None, twins_from: Problem | None = None) -> Problem:

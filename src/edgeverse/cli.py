@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,8 +37,6 @@ def _scenario_from_args(args):
 
 
 def cmd_solve(args) -> int:
-    from .solution import solve
-
     scn = _scenario_from_args(args)
     methods = list(METHODS) if args.method == "all" else [args.method]
     for m in methods:
@@ -46,8 +45,21 @@ def cmd_solve(args) -> int:
     from .methods import check_run_options, parse_method_options
 
     options = check_run_options(parse_method_options(args.method_option), methods, f"--method {args.method}")
+    existed = Path(args.out).exists() if args.out else True
     out = ensure_out_dir(args.out)
-    from .solution import prepare_out_dir
+    try:
+        return _solve_into(args, scn, methods, options, out)
+    except BaseException:
+        if not existed:  # a folder this run created and left empty (interrupted, out of memory) goes again
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+def _solve_into(args, scn, methods, options, out) -> int:
+    from .solution import prepare_out_dir, solve
 
     targets = {m: (out / m if len(methods) > 1 else out) for m in methods}
     for target in targets.values():  # every folder checked before anything is solved or written
@@ -70,6 +82,8 @@ def cmd_solve(args) -> int:
         sol = solve(problem, m, polish=bool(opts.pop("polish", False) or args.polish), **opts)
         target = targets[m]
         sol.save(target, figure=not args.no_figure)
+        if len(methods) == 1:  # an earlier --method all run's per-method folders would pass for results of this
+            _drop_method_folders(out)
         _print(sol.summary())
         if not np.isfinite(sol.objective_ms):
             bad = [r["name"] for r in sol.server_rows() if not np.isfinite(r["T_ms"])]
@@ -79,6 +93,21 @@ def cmd_solve(args) -> int:
         _print(f"\nwrote {target}/solution.json, servers.csv, twins.csv, timing.json"
                + ("" if args.no_figure else ", partition.png") + "\n")
     return 0
+
+
+def _drop_method_folders(out: Path) -> None:
+    """Remove the per-method folders an earlier ``--method all`` run wrote in ``out``: those named after a
+    method that hold nothing but solution files."""
+    import shutil
+
+    from .solution import SOLUTION_FILES
+
+    for name in METHODS:
+        sub = out / name
+        if sub.is_dir() and not sub.is_symlink():
+            names = {q.name for q in sub.iterdir()}
+            if names and names <= set(SOLUTION_FILES):
+                shutil.rmtree(sub)
 
 
 def _print(text: str) -> None:
@@ -232,20 +261,46 @@ def main(argv: list[str] | None = None) -> int:
             plain(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
+    import signal
+    import threading
+
+    interrupted = []
+    prev_sigint = None
+
+    def on_sigint(signum, frame):
+        # once: a second Ctrl-C (or timeout's signal to the whole process group) while the first unwinds
+        # would print a traceback from the middle of the clean-up
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        prev_sigint = signal.signal(signal.SIGINT, on_sigint)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if interrupted:  # Python dropped the KeyboardInterrupt (raised inside a callback): the run went on
+            print("edgeverse: interrupted; the interrupt came where Python could not stop the run, which "
+                  "finished and wrote its results", file=sys.stderr)
+            return 130
+        return code
     except EdgeverseError as exc:
         print(f"edgeverse: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("edgeverse: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print("edgeverse: error: out of memory: the scenario is too large for this machine (use fewer cells, "
+              "DTs or servers); no partial result was written", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # output piped into a program that stopped reading
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     finally:
         warnings.showwarning = plain
+        if prev_sigint is not None:
+            signal.signal(signal.SIGINT, prev_sigint)
 
 
 if __name__ == "__main__":  # pragma: no cover

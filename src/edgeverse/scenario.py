@@ -664,8 +664,33 @@ TX_POWER_PLAUSIBLE_MAX_W = 10.0
 NOISE_PLAUSIBLE_DBM_PER_HZ = (-220.0, -120.0)
 
 
+#: Hard limits of magnitudes whose products would overflow or vanish in floating point (errors, not
+#: warnings): (field, low, high, unit, what is typical).
+MAGNITUDE_LIMITS = {
+    "zone.size_m": (0.0, 1e7, "m", "a city is 1e4 m; 1e7 m is a quarter of the Earth's circumference"),
+    "servers.compute_hz": (1.0, 1e18, "Hz", "a server is 1e9-1e11 Hz"),
+    "sensing.data_density_bps_per_m3": (0.0, 1e12, "bit/s/m^3", "the paper's is 50"),
+    "sensing.render_complexity_cycles_per_bit": (0.0, 1e12, "cycles/bit", "the paper's is 5000"),
+}
+
+
+def _check_magnitudes(scn: Scenario) -> None:
+    values = {"zone.size_m": scn.zone.size_m, "servers.compute_hz": scn.servers.compute_hz,
+              "sensing.data_density_bps_per_m3": scn.sensing.data_density_bps_per_m3,
+              "sensing.render_complexity_cycles_per_bit": scn.sensing.render_complexity_cycles_per_bit}
+    for field, val in values.items():
+        low, high, unit, typical = MAGNITUDE_LIMITS[field]
+        seq = val if isinstance(val, list) else [val]
+        for i, v in enumerate(seq):
+            if v is not None and not (low <= v <= high):
+                name = field + (f"[{i}]" if isinstance(val, list) else "")
+                _fail(name, f"got {v:g} {unit}; must be between {low:g} and {high:g} {unit} (beyond, the times "
+                      f"overflow or vanish in floating point; {typical})")
+
+
 def _check_units(scn: Scenario) -> None:
     """Warnings for values that are allowed but look like a unit slip: a frequency [Hz] far too low."""
+    _check_magnitudes(scn)
     s = scn.servers
     fields = [("servers.compute_hz", s.compute_hz, 1e6, "8 GHz is 8e9"),
               ("servers.sensor_bandwidth_hz", s.sensor_bandwidth_hz, 1e3, "10 MHz is 1e7"),

@@ -127,7 +127,7 @@ class Solution:
             "n_hosted": self.n_hosted,
             "reasons": self.reason_counts(),
             "violations": list(self.evaluation.violations),
-            "extra": self.extra,
+            "extra": {k: v for k, v in self.extra.items() if k not in TIMING_EXTRA},
             "servers": self.server_rows(),
             "twins": self.twin_rows(),
             "history": self.history,
@@ -138,19 +138,44 @@ class Solution:
 
     # ------------------------------------------------------------------ files
     def save(self, out_dir: str | Path, *, figure: bool = True) -> Path:
-        """Write the solution files (atomically: each file appears whole or not at all)."""
-        out = prepare_out_dir(out_dir)
-        atomic_write_text(out / "solution.json", dumps_strict(self.to_dict()))
-        atomic_write_text(out / "servers.csv", rows_to_csv(self.server_rows(), SERVER_COLUMNS + (
-            ["lon_deg", "lat_deg"] if self.problem.server_lonlat_deg is not None else [])))
-        atomic_write_text(out / "twins.csv", rows_to_csv(self.twin_rows(), TWIN_COLUMNS))
-        atomic_write_text(out / "timing.json", dumps_strict({"method": self.method, "wall_time_s": self.wall_time_s}))
-        if figure:
-            from .plot import save_partition_map  # matplotlib only when asked
+        """Write the solution files as one set: the folder then holds this solution's whole set, or what it
+        held before, never a mix (and never a half-written file).
 
-            save_partition_map(self, out / "partition.png")
-        else:
-            (out / "partition.png").unlink(missing_ok=True)  # an earlier run's map would not match these files
+        The files are written into a hidden folder inside ``out_dir`` and then moved in, with Ctrl-C held
+        back while they are moved (see :func:`sigint_deferred`); an interrupted or failed save leaves the
+        folder as it was.  ``figure=False`` removes an earlier run's ``partition.png`` (it would not match).
+        """
+        import shutil
+
+        out = prepare_out_dir(out_dir)
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=".saving-"))
+        try:
+            atomic_write_text(staging / "solution.json", dumps_strict(self.to_dict()))
+            atomic_write_text(staging / "servers.csv", rows_to_csv(self.server_rows(), SERVER_COLUMNS + (
+                ["lon_deg", "lat_deg"] if self.problem.server_lonlat_deg is not None else [])))
+            atomic_write_text(staging / "twins.csv", rows_to_csv(self.twin_rows(), TWIN_COLUMNS))
+            atomic_write_text(staging / "timing.json", dumps_strict(self.timing()))
+            if figure:
+                from .plot import save_partition_map  # matplotlib only when asked
+
+                save_partition_map(self, staging / "partition.png")
+            with sigint_deferred():
+                for name in SOLUTION_FILES:
+                    if (staging / name).exists():
+                        os.replace(staging / name, out / name)
+                    else:
+                        (out / name).unlink(missing_ok=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return out
+
+    def timing(self) -> dict:
+        """What ``timing.json`` holds: the wall-clock times (the only values that differ between two runs of
+        the same solve), apart from the other files so that those are byte-identical."""
+        levels = self.extra.get("level_seconds")
+        out = {"method": self.method, "wall_time_s": self.wall_time_s}
+        if levels:
+            out["level_seconds"] = levels
         return out
 
     def summary(self) -> str:
@@ -183,6 +208,9 @@ class Solution:
 def fmt_ms(x: float) -> str:
     return "inf" if not math.isfinite(x) else f"{x:.4f}"
 
+
+#: Wall-clock entries of a method's ``extra``: written to ``timing.json``, not ``solution.json``.
+TIMING_EXTRA = ("level_seconds",)
 
 #: The files :meth:`Solution.save` writes into its folder.
 SOLUTION_FILES = ("solution.json", "servers.csv", "twins.csv", "timing.json", "partition.png")
@@ -307,6 +335,34 @@ def rows_to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+class sigint_deferred:
+    """Context manager: a Ctrl-C (SIGINT) arriving inside the block is held back and raised as
+    KeyboardInterrupt when the block ends, so that a few renames happen all or none.  Outside the main
+    thread (where handlers cannot be set) it does nothing."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._got = False
+        self._prev = None
+        if threading.current_thread() is threading.main_thread():
+            def hold(signum, frame):
+                self._got = True
+
+            self._prev = signal.signal(signal.SIGINT, hold)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._prev is not None:
+            signal.signal(signal.SIGINT, self._prev)
+        if self._got and exc[0] is None:
+            raise KeyboardInterrupt
+        return False
 
 
 def atomic_write_text(path: Path, text: str) -> None:
