@@ -127,9 +127,9 @@ def _descend(problem: Problem, cs: np.ndarray, ev, *, max_iter: int, rel_tol: fl
 #: ``n_starts=None`` (default): this many random starts on grids of at most
 #: :data:`AUTO_RANDOM_STARTS_MAX_CELLS` cells and :data:`AUTO_RANDOM_STARTS_MAX_SERVERS` servers (each costs
 #: milliseconds there; tiny problems have many local optima), none otherwise.  With more servers a random
-#: start's OT solve is slow and they changed nothing measured: 961 cells and 128 servers 4.4 s against 0.05 s
-#: without; 400 cells and 100 / 200 / 500 servers 1.2 / 6.4 / 86 s against 0.04-0.07 s, the same objectives;
-#: 961 cells and 64 servers (kept) 0.48 s against 0.05 s, 0.1 % lower.
+#: start's OT solve is slow for little: 961 cells and 128 servers 4.4 s against 0.05 s without, 400 cells and
+#: 100 / 200 servers 1.2 / 6.4 s against 0.04-0.05 s, the same objectives; 400 cells and 500 servers 86 s
+#: against 0.05 s, 0.15 % lower with them; 961 cells and 64 servers (kept) 0.48 s against 0.05 s, 0.1 % lower.
 AUTO_RANDOM_STARTS = 4
 AUTO_RANDOM_STARTS_MAX_CELLS = 1000
 AUTO_RANDOM_STARTS_MAX_SERVERS = 64
