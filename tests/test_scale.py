@@ -651,3 +651,17 @@ def test_plain_move_full_scans_numba_equal_numpy_and_dense():
             assert sel.sum() > 10
             np.testing.assert_array_equal(bd[sel], d.min(axis=1)[sel])
             np.testing.assert_array_equal(bj[sel], d.argmin(axis=1)[sel])
+
+
+@pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("method", ["paper-damped", "optimal"])
+def test_one_thread_kernels_equal_threaded(pair, monkeypatch, method):
+    """Small loops run on the kernels' one-thread builds: the same results as the threaded builds."""
+    dense, sparse = pair
+    for prob in (dense, sparse):
+        monkeypatch.setattr(kernels, "SERIAL_MAX_ENTRIES", 0)
+        threaded = solve(prob, method)
+        monkeypatch.setattr(kernels, "SERIAL_MAX_ENTRIES", 2 ** 62)
+        one = solve(prob, method)
+        assert np.array_equal(threaded.cell_server, one.cell_server)
+        assert threaded.to_dict() == one.to_dict()

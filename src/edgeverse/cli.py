@@ -76,7 +76,10 @@ def _solve_into(args, scn, methods, options, out) -> int:
     from .solution import warm_up
 
     # the compiled kernels' loading (or first compilation) is not in the reported wall time
-    warm_up(methods, sparse=problem.sparse, polish=args.polish or any(o.get("polish") for o in options.values()))
+    from .kernels import SERIAL_MAX_ENTRIES
+
+    warm_up(methods, sparse=problem.sparse, polish=args.polish or any(o.get("polish") for o in options.values()),
+            threads=None if problem.links.comm.size >= SERIAL_MAX_ENTRIES else False)
     for m in methods:
         opts = dict(options.get(m, {}))
         sol = solve(problem, m, polish=bool(opts.pop("polish", False) or args.polish), **opts)

@@ -53,6 +53,33 @@ def numba_active() -> bool:
     return _USE["numba"]
 
 
+#: Compiled loops over fewer entries (cells x servers scored) than this run on one thread: waking the
+#: worker threads costs about 0.2 ms on this 2-core machine, more than such a loop takes (map (14) on
+#: 10,000 cells x 4 servers: 0.28 ms on two threads, 0.05 ms on one; the same results).  Measured on
+#: `city`'s levels: the sparse single moves of 15,625 cells x 16 candidates take 2.4 ms on two threads
+#: and 3.0 ms on one.  The PT moves' entries (a PT cell at a target) weigh about
+#: :data:`PT_ENTRY_WEIGHT` plain ones: 2,705 PT cells x 64 servers, 13.9 ms on two threads, 19.5 ms on one.
+SERIAL_MAX_ENTRIES = 100_000
+PT_ENTRY_WEIGHT = 16
+
+
+def serial_twin(kernel, name: str):
+    """The one-thread build of a ``parallel=True`` numba kernel (``prange`` runs as ``range``), under its own
+    name so that numba's on-disk cache keeps both builds apart."""
+    import types
+
+    f = kernel.py_func
+    g = types.FunctionType(f.__code__, f.__globals__, name, f.__defaults__, f.__closure__)
+    g.__qualname__ = name
+    g.__doc__ = f"One-thread build of ``{f.__name__}``."
+    return _nb.njit(cache=True, nogil=True)(g)
+
+
+def pick(kernel, serial, entries: int):
+    """``kernel`` (threads) for large loops, ``serial`` (one thread) below :data:`SERIAL_MAX_ENTRIES`."""
+    return serial if entries < SERIAL_MAX_ENTRIES else kernel
+
+
 # --------------------------------------------------------------------------- envelopes as flat arrays
 def _pack(envs: list[Envelope]):
     """Envelopes of every class as flat arrays (for the numba kernels)."""
@@ -108,9 +135,9 @@ def argmin_affine(links: CellLinks, u: np.ndarray, v: np.ndarray, w: np.ndarray 
             ol = ox = np.zeros(1, dtype=np.int64)
             neg = np.zeros(0, dtype=np.bool_)
             lb, cls_ = np.zeros((1, 1)), False
-        _nb_argmin_affine(np.ascontiguousarray(links.server) if sparse else np.zeros((1, 1), np.int32),
-                          links.comm, u, v, w, nan_zero, cls_, lb, pa, pd, px, ol, ox, neg, tile_of, tb,
-                          best, val, flag, BOUND_SLACK)
+        pick(_nb_argmin_affine, _nb_argmin_affine_1, links.comm.size)(
+            np.ascontiguousarray(links.server) if sparse else np.zeros((1, 1), np.int32),
+            links.comm, u, v, w, nan_zero, cls_, lb, pa, pd, px, ol, ox, neg, tile_of, tb, best, val, flag, BOUND_SLACK)
     else:
         def work(a, b):
             C = links.comm[a:b]
@@ -302,10 +329,11 @@ def best_moves(links: CellLinks, cs, c_own, mass, alpha, comm_b, render, t_b, s:
             neg = np.zeros(0, dtype=np.bool_)
             lb = np.zeros((1, 1))
             S = np.zeros((1, 1), np.int32)
-        _nb_best_moves(S, sparse, links.comm, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, skip, cutoff,
-                       lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, low_all, BOUND_SLACK, rmin,
-                       bool(np.isfinite(t_b).all() and np.isfinite(render).all() and np.isfinite(comm_b).all()
-                            and np.isfinite(c_own).all() and np.isfinite(alpha).all()))
+        pick(_nb_best_moves, _nb_best_moves_1, links.comm.size)(
+            S, sparse, links.comm, cs, c_own, mass, alpha, comm_b, render, t_b, s, nb, skip, cutoff,
+            lb, pa, pd, px, ol, ox, neg, tile_of, ta, tx, tmax, bj, bd, bc, flag, low_all, BOUND_SLACK, rmin,
+            bool(np.isfinite(t_b).all() and np.isfinite(render).all() and np.isfinite(comm_b).all()
+                 and np.isfinite(c_own).all() and np.isfinite(alpha).all()))
     else:
         def work(a, b):
             C = links.comm[a:b]
@@ -531,6 +559,9 @@ if HAVE_NUMBA:  # pragma: no branch
                 low = low - slack * (abs(t_rem) + abs(lo) + tmax) / nb
                 low_out[i] = low
                 flag[i] = (not (low > best_d)) and (low < cutoff)
+
+    _nb_argmin_affine_1 = serial_twin(_nb_argmin_affine, "_nb_argmin_affine_1")
+    _nb_best_moves_1 = serial_twin(_nb_best_moves, "_nb_best_moves_1")
 
     @_jit
     def _nb_fallback_pairs(rows, S, lb, cls, tile_clb, tile_of, has_tile, m, t_rem, alpha, comm_b, render, t_b, s,

@@ -360,6 +360,9 @@ try:  # pragma: no cover - depends on the environment
         _prange = _numba.prange
         _pairwise_sum = _numba.njit(cache=True, nogil=True)(_pairwise_sum)
         _pt_eval_nb = _numba.njit(cache=True, nogil=True, parallel=True)(_pt_eval_py)
+        from .kernels import serial_twin
+
+        _pt_eval_nb1 = serial_twin(_pt_eval_nb, "_pt_eval_nb1")
 except Exception as _e:  # pragma: no cover
     HAVE_NUMBA = False
     _NUMBA_ERROR = repr(_e)
@@ -367,7 +370,9 @@ except Exception as _e:  # pragma: no cover
 
 def _pt_run(*args):
     if HAVE_NUMBA and numba_active():
-        _pt_eval_nb(*args)
+        from .kernels import PT_ENTRY_WEIGHT, pick
+
+        pick(_pt_eval_nb, _pt_eval_nb1, PT_ENTRY_WEIGHT * args[6].size)(*args)  # args[6]: (rows, targets)
     else:
         _pt_eval_py(*args)
 

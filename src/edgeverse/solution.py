@@ -283,12 +283,14 @@ def solve(scenario: Scenario | Problem, method: str, *, polish: bool = False, ce
     return Solution(name, problem, cs, alloc, ev, status, res.iterations, res.history, message, extra, wall)
 
 
-def warm_up(methods, *, sparse: bool = False, polish: bool = False) -> float:
+def warm_up(methods, *, sparse: bool = False, polish: bool = False, threads: bool | None = None) -> float:
     """Load the compiled kernels ``methods`` use (numba's on-disk cache) with one solve of a tiny problem each.
 
     The first call of a numba kernel in a process loads it (0.1-0.5 s), which is not the method's cost: the
     CLI and the benchmarks call this before timing a solve.  ``sparse``: warm the candidate-server paths
-    (problems with many servers) too; ``polish``: the polish's kernels too (``solve(..., polish=True)``).
+    (problems with many servers) too; ``polish``: the polish's kernels too (``solve(..., polish=True)``);
+    ``threads``: the kernels' threaded builds (large loops: True), their one-thread builds (False) or both
+    (None; see :data:`edgeverse.kernels.SERIAL_MAX_ENTRIES`).
     Returns the seconds spent (0 without numba).
     """
     from . import kernels
@@ -299,10 +301,16 @@ def warm_up(methods, *, sparse: bool = False, polish: bool = False) -> float:
 
     t0 = time.perf_counter()
     tiny = city_scenario(40, 24, 60)  # large enough for every path (tiles of 16 x 16 cells, bounds, fallbacks)
-    for cand in ((None, 6) if sparse else (None,)):
-        p = build_problem(tiny, candidates=cand)
-        for m in methods:
-            solve(p, m, polish=polish)
+    serial_max = kernels.SERIAL_MAX_ENTRIES
+    try:
+        for threaded in ((True, False) if threads is None else (bool(threads),)):
+            kernels.SERIAL_MAX_ENTRIES = 0 if threaded else 2 ** 62
+            for cand in ((None, 6) if sparse else (None,)):
+                p = build_problem(tiny, candidates=cand)
+                for m in methods:
+                    solve(p, m, polish=polish)
+    finally:
+        kernels.SERIAL_MAX_ENTRIES = serial_max
     return time.perf_counter() - t0
 
 
