@@ -665,3 +665,16 @@ def test_one_thread_kernels_equal_threaded(pair, monkeypatch, method):
         one = solve(prob, method)
         assert np.array_equal(threaded.cell_server, one.cell_server)
         assert threaded.to_dict() == one.to_dict()
+
+
+def test_nearest_server_equals_the_dense_argmin_ties_included():
+    """Server by server, the nearest server is the dense argmin's, ties to the lowest index (servers placed
+    symmetrically about cell centres)."""
+    scn = city_scenario(36, 4, 20, side_m=3600.0, seed=2).with_overrides(
+        {"servers.positions_m": [[1050.0, 1050.0], [2050.0, 1050.0], [1050.0, 2050.0], [2050.0, 2050.0]]})
+    p = build_problem(scn)
+    c = p.grid.centers_m()[:, :2]
+    d2 = ((c[:, None, :] - p.server_positions_m[None, :, :2]) ** 2).sum(axis=2)
+    ties = (d2 == d2.min(axis=1, keepdims=True)).sum(axis=1) > 1
+    assert ties.sum() > 10
+    assert np.array_equal(p.nearest_server(), np.argmin(d2, axis=1))

@@ -134,8 +134,17 @@ class Problem:
         """Server nearest (in the horizontal plane) to each cell centre (static, computed once)."""
         if "nearest" not in self.cache:
             c = self.grid.centers_m()[:, :2]
-            d2 = ((c[:, None, :] - self.server_positions_m[None, :, :]) ** 2).sum(axis=2)
-            self.cache["nearest"] = np.argmin(d2, axis=1)
+            x, y = np.ascontiguousarray(c[:, 0]), np.ascontiguousarray(c[:, 1])
+            best = np.zeros(x.size, dtype=np.int64)
+            best_d2 = np.full(x.size, np.inf)
+            # server by server (no cells x servers x 2 temporary): the same squared distances, dx^2 + dy^2, and
+            # argmin's ties (a strict improvement keeps the lowest index)
+            for b, (sx, sy) in enumerate(np.asarray(self.server_positions_m, dtype=float)[:, :2]):
+                d2 = (x - sx) ** 2 + (y - sy) ** 2
+                closer = d2 < best_d2
+                best[closer] = b
+                best_d2[closer] = d2[closer]
+            self.cache["nearest"] = best
         return self.cache["nearest"].copy()
 
 
