@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import yaml
 
 from edgeverse.cli import main
@@ -294,3 +295,57 @@ def test_a_swallowed_interrupt_still_exits_130(monkeypatch, capsys):
     assert main(["presets"]) == 130
     assert "could not stop the run" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupted_all_run_leaves_no_empty_method_folder(tmp_path, monkeypatch, capsys):
+    """--method all interrupted while the second method's files are written: the first keeps its whole
+    folder, the second leaves none (not an empty one)."""
+    import edgeverse.solution as so
+
+    out = tmp_path / "o"
+    calls = []
+
+    def stop_second(rows, cols, _orig=so.rows_to_csv):
+        if cols == so.TWIN_COLUMNS:
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+        return _orig(rows, cols)
+
+    monkeypatch.setattr(so, "rows_to_csv", stop_second)
+    argv = ["solve", "--preset", "paper", "--set", "zone.cells=[10,10]", "--no-figure", "--out", str(out),
+            "--method", "all"]
+    assert main(argv) == 130
+    assert sorted(p.name for p in out.iterdir()) == ["snr"]
+    assert set(_files(out / "snr")) == {"solution.json", "servers.csv", "twins.csv", "timing.json"}
+
+
+def test_set_conflicts_and_empty_names_are_errors(tmp_path, capsys):
+    base = ["solve", "--preset", "paper", "--method", "snr", "--no-figure", "--out", str(tmp_path / "o")]
+    assert main(base + ["--seed", "4", "--set", "seed=3"]) == 2
+    assert "seed is given by --seed and by --set seed=; give it once" in capsys.readouterr().err
+    assert main(base + ["--set", "twins.count=5", "--set", "twins.count=6"]) == 2
+    assert "--set 'twins.count=6': twins.count is given by --set twice; give it once" in capsys.readouterr().err
+    assert main(base + ["--set", "twins.count=5", "--set", " twins.count =6"]) == 2
+    assert "twins.count is given by --set twice; give it once" in capsys.readouterr().err
+    assert main(base + ["--set", "=5"]) == 2
+    assert "--set '=5': the field name before '=' is empty" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_sites_across_the_antimeridian(tmp_path):
+    from edgeverse.build import build_problem
+    from edgeverse.scenario import load_scenario
+
+    (tmp_path / "am.csv").write_text("lon,lat\n179.999,-37.81\n-179.999,-37.815\n")
+    (tmp_path / "am.yaml").write_text(
+        "base: paper\ngeo: {projection: local}\nzone: {auto: {cell_size_m: 20}}\n"
+        "servers: {sites: {file: am.csv, format: lonlat}, compute_hz: 8e9, sensor_bandwidth_hz: 1e7,"
+        " noise_psd_dbm_per_hz: -170}\n"
+        "sensing: {density: {kind: uniform}}\ntwins: {positions: {kind: uniform}}\n")
+    scn = load_scenario(tmp_path / "am.yaml")
+    lon0 = scn.projection().lon0_deg
+    assert abs(abs(lon0) - 180.0) < 1e-3  # centred on the meridian, not on longitude 0
+    p = build_problem(scn)
+    d = np.hypot(*(p.server_positions_m[0] - p.server_positions_m[1]))
+    assert 500 < d < 700  # 0.002 deg of longitude and 0.005 deg of latitude apart: about 600 m, not 11,606 km

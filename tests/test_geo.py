@@ -378,6 +378,14 @@ class TestDensityReaders:
             geo.read_density_npy(f, bounds_m=(0, 0, -1, 1))
         with pytest.raises(ScenarioError, match="value_kind"):
             geo.read_density_npy(f, bounds_m=(0, 0, 1, 1), value_kind="people")
+        # every value finite, their sum not: an error, not a silent all-zero density
+        np.save(f, np.full((10, 10), 1e308))
+        with pytest.raises(ScenarioError, match=r"the values sum to inf \(the largest is 1e\+308\)"):
+            geo.read_density_npy(f, bounds_m=(0, 0, 1, 1))
+        # a text file named .npy is not an .npy file (numpy itself speaks of pickled data)
+        f.write_text("hello\n")
+        with pytest.raises(ScenarioError, match=r"is not an \.npy file \(it does not start with the \.npy header\)"):
+            geo.read_density_npy(f, bounds_m=(0, 0, 1, 1))
 
     def test_geotiff_needs_extra(self, monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, "rasterio", None)

@@ -144,7 +144,8 @@ def test_geo_and_optional_fields(paper):
     placed = paper.with_overrides({"geo": {"center_lonlat_deg": [4.9, 45.0]}})
     assert placed.projection().lon0_deg == 4.9 and "geo" in placed.to_dict()
     with pytest.raises(ScenarioError, match=r"zone\.size_m: required field is missing; give zone\.size_m and zone\.cells, or zone\.auto"):
-        paper.with_overrides({"zone": {"cells": [10, 10]}})
+        paper.with_overrides({"zone.size_m": None})
+    assert paper.with_overrides({"zone": {"cells": [10, 10]}}).zone.size_m == paper.zone.size_m  # merged
     with pytest.raises(ScenarioError, match=r"servers\.positions_m: required field is missing; give the positions or servers\.sites"):
         paper.with_overrides({"servers.positions_m": None})
     with pytest.raises(ScenarioError, match=r"twins\.count: required field is missing"):
@@ -238,9 +239,39 @@ def test_twin_list_on_a_base_preset_needs_no_count(tmp_path):
     ("servers.compute_hz", 1e-300, "servers.compute_hz: got 1e-300 Hz; must be between 1 and 1e+18 Hz"),
     ("sensing.data_density_bps_per_m3", 1e308, "sensing.data_density_bps_per_m3: got 1e+308 bit/s/m^3"),
     ("sensing.render_complexity_cycles_per_bit", 1e15, "sensing.render_complexity_cycles_per_bit: got 1e+15"),
+    ("sensing.n_sensors", 1e300, "sensing.n_sensors: got 1e+300 sensors; must be between 1 and 1e+12 sensors"),
+    ("sensing.n_sensors", 1e-200, "sensing.n_sensors: got 1e-200 sensors; must be between 1 and"),
+    ("sensing.n_sensors", 2.5, "sensing.n_sensors: got 2.5; must be a whole number of sensors (Q)"),
+    ("sensing.slot_s", 1e300, "sensing.slot_s: got 1e+300 s; must be between 1e-09 and 1000 s"),
+    ("sensing.volume_unit_m3", 1e300, "sensing.volume_unit_m3: got 1e+300 m^3; must be between 1e-12 and 1e+06"),
+    ("sensing.tx_power_w", 1e-300, "sensing.tx_power_w: got 1e-300 W; must be between 1e-15 and 1e+06 W"),
+    ("twins.types.1.tx_power_w", 1e-30, "twins.types[1].tx_power_w: got 1e-30 W; must be between 1e-15"),
 ])
 def test_magnitudes_that_overflow_are_errors(key, value, field):
     from edgeverse.errors import ScenarioError
 
     with pytest.raises(ScenarioError, match=re.escape(field)):
         get_preset("paper").with_overrides({key: value})
+
+
+def test_low_transmit_power_is_warned_about():
+    from edgeverse.errors import PlausibilityWarning
+
+    with pytest.warns(PlausibilityWarning, match=r"sensing.tx_power_w: got 1e-09 W \(-60 dBm\), implausibly low"):
+        get_preset("paper").with_overrides({"sensing.tx_power_w": 1e-9})
+    assert get_preset("paper").with_overrides({"sensing.n_sensors": 2.5e4}).sensing.n_sensors == 25000
+
+
+def test_a_mapping_override_merges_like_a_base_file():
+    from edgeverse.errors import ScenarioError
+
+    paper = get_preset("paper")
+    s = paper.with_overrides({"twins": {"count": 7}})  # the section's other fields stay
+    assert s.twins.count == 7 and s.twins.types == paper.twins.types
+    assert s.twins.positions == paper.twins.positions
+    # a new kind replaces the section (the Gaussian mixture's components would not fit a uniform density)
+    assert paper.with_overrides({"sensing.density": {"kind": "uniform"}}).sensing.density.kind == "uniform"
+    with pytest.raises(ScenarioError, match="an empty field name"):
+        paper.with_overrides({"": 5})
+    with pytest.raises(ScenarioError, match="an empty field name"):
+        paper.with_overrides({"twins..count": 5})

@@ -27,9 +27,13 @@ def _scenario_from_args(args):
         if "=" not in item:
             raise EdgeverseError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set twins.count=120")
         key, value = item.split("=", 1)
-        import yaml
-
-        overrides[key.strip()] = yaml.safe_load(value)
+        key = key.strip()
+        if not key:
+            raise EdgeverseError(f"--set {item!r}: the field name before '=' is empty; e.g. --set twins.count=120")
+        if key in overrides:
+            what = "--seed and by --set seed=" if key == "seed" and args.seed is not None else "--set twice"
+            raise EdgeverseError(f"--set {item!r}: {key} is given by {what}; give it once")
+        overrides[key] = yaml.safe_load(value)
     if args.scenario:  # the overrides apply to the file as written, before it is validated
         return load_scenario(args.scenario, overrides)
     scn = get_preset(args.preset or "paper")

@@ -911,6 +911,18 @@ def merge_site_table(sites: Sites, projection: Projection | None = None, *, radi
 
 
 # =========================================================================== density
+def _check_total_mass(values, path) -> None:
+    """The mass of a density must sum to a finite number (each value may be finite and the sum still overflow)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.asarray(values, dtype=float).sum()
+    if not np.isfinite(total):
+        big = float(np.max(np.abs(values))) if np.size(values) else float("nan")
+        raise ScenarioError(
+            f"{path}: the values sum to {total} (the largest is {big:g}): the total mass overflows a float; "
+            "rescale the file's values (only their relative sizes matter) so that they sum to less than 1e300"
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class DensityPoints:
     """Point samples of a mass (people, sensors...): ``values[k]`` sits at ``(x[k], y[k])``.
@@ -925,6 +937,9 @@ class DensityPoints:
     crs: str | None
     path: str
     source_rows: np.ndarray | None
+
+    def __post_init__(self):
+        _check_total_mass(self.values, self.path)
 
     @property
     def total(self) -> float:
@@ -947,6 +962,9 @@ class DensityCells:
     crs: str | None
     path: str
     source_rows: np.ndarray | None
+
+    def __post_init__(self):
+        _check_total_mass(self.values, self.path)
 
     @property
     def total(self) -> float:
@@ -1087,6 +1105,20 @@ def _cells_from_raster(arr, x0, y0, dx, dy, *, crs, path, value_kind, index_name
     )
 
 
+def npy_load_problem(path: PathLike, exc: BaseException) -> str:
+    """Why ``np.load`` refused a file, in a user's words: a file without the .npy header is not an .npy
+    file at all (numpy itself then speaks of pickled data)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as err:
+        return f"cannot be read ({err})"
+    if head != b"\x93NUMPY":
+        return ("is not an .npy file (it does not start with the .npy header); write the array with "
+                "numpy.save(path, array)")
+    return f"is not a readable .npy array ({exc})"
+
+
 def read_density_npy(
     path: PathLike,
     *,
@@ -1120,7 +1152,7 @@ def read_density_npy(
     try:
         arr = np.load(p, allow_pickle=False)
     except (ValueError, OSError) as exc:
-        raise ScenarioError(f"{p}: not a readable .npy array ({exc})") from None
+        raise ScenarioError(f"{p} {npy_load_problem(p, exc)}") from None
     if arr.ndim != 2 or 0 in arr.shape or not np.issubdtype(arr.dtype, np.number):
         raise ScenarioError(f"{p}: got an array of shape {arr.shape} and dtype {arr.dtype}; must be a 2-D numeric (nx, ny) array")
     b = _as_float_array(bounds_m, "bounds_m")

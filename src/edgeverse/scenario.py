@@ -477,7 +477,14 @@ class Scenario(_Model):
 
 
 def set_by_path(data: dict, path: str, value: Any) -> None:
-    """Set ``data[a][b][0][c] = value`` for ``path = "a.b.0.c"``; error naming the path if it does not exist."""
+    """Set ``data[a][b][0][c] = value`` for ``path = "a.b.0.c"``; error naming the path if it does not exist.
+
+    A mapping set on a mapping merges into it as a scenario file's sections merge into their ``base``
+    preset (``{"twins": {"count": 7}}`` changes the count only); one with a new ``kind``, ``sites`` or
+    ``auto`` replaces it.
+    """
+    if not path or any(not k.strip() for k in path.split(".")):
+        raise ScenarioError(f"{path!r}: an empty field name; give a dotted path such as twins.count")
     keys = path.split(".")
     node: Any = data
     for i, key in enumerate(keys[:-1]):
@@ -487,7 +494,11 @@ def set_by_path(data: dict, path: str, value: Any) -> None:
         idx = _index(node, last, path)
         node[idx] = value
     elif isinstance(node, dict):
-        node[last] = value
+        old = node.get(last)
+        if isinstance(value, dict) and isinstance(old, dict) and not (_REPLACING_KEYS & value.keys()):
+            node[last] = _deep_merge(old, value)
+        else:
+            node[last] = value
     else:
         raise ScenarioError(f"{path}: cannot set a field inside a {type(node).__name__}")
 
@@ -671,21 +682,35 @@ MAGNITUDE_LIMITS = {
     "servers.compute_hz": (1.0, 1e18, "Hz", "a server is 1e9-1e11 Hz"),
     "sensing.data_density_bps_per_m3": (0.0, 1e12, "bit/s/m^3", "the paper's is 50"),
     "sensing.render_complexity_cycles_per_bit": (0.0, 1e12, "cycles/bit", "the paper's is 5000"),
+    "sensing.n_sensors": (1.0, 1e12, "sensors", "the paper's Q is 25,000"),
+    "sensing.slot_s": (1e-9, 1e3, "s", "the paper's is 1e-3 s"),
+    "sensing.volume_unit_m3": (1e-12, 1e6, "m^3", "the paper's is 0.01 m^3"),
+    "sensing.tx_power_w": (1e-15, 1e6, "W", "the paper's is 1e-3 W; -120 dBm is 1e-15 W"),
+    "twins.types[].tx_power_w": (1e-15, 1e6, "W", "the paper's are 0.1-0.3 W; -120 dBm is 1e-15 W"),
 }
+#: A PT or sensor transmit power below this [W] is allowed but warned about (-40 dBm).
+TX_POWER_PLAUSIBLE_MIN_W = 1e-7
 
 
 def _check_magnitudes(scn: Scenario) -> None:
+    sens = scn.sensing
     values = {"zone.size_m": scn.zone.size_m, "servers.compute_hz": scn.servers.compute_hz,
-              "sensing.data_density_bps_per_m3": scn.sensing.data_density_bps_per_m3,
-              "sensing.render_complexity_cycles_per_bit": scn.sensing.render_complexity_cycles_per_bit}
+              "sensing.data_density_bps_per_m3": sens.data_density_bps_per_m3,
+              "sensing.render_complexity_cycles_per_bit": sens.render_complexity_cycles_per_bit,
+              "sensing.n_sensors": sens.n_sensors, "sensing.slot_s": sens.slot_s,
+              "sensing.volume_unit_m3": sens.volume_unit_m3, "sensing.tx_power_w": sens.tx_power_w,
+              "twins.types[].tx_power_w": [t.tx_power_w for t in scn.twins.types]}
     for field, val in values.items():
         low, high, unit, typical = MAGNITUDE_LIMITS[field]
         seq = val if isinstance(val, list) else [val]
         for i, v in enumerate(seq):
             if v is not None and not (low <= v <= high):
-                name = field + (f"[{i}]" if isinstance(val, list) else "")
+                name = (field.replace("[]", f"[{i}]") if "[]" in field
+                        else field + (f"[{i}]" if isinstance(val, list) else ""))
                 _fail(name, f"got {v:g} {unit}; must be between {low:g} and {high:g} {unit} (beyond, the times "
                       f"overflow or vanish in floating point; {typical})")
+    if sens.n_sensors != round(sens.n_sensors):
+        _fail("sensing.n_sensors", f"got {sens.n_sensors:g}; must be a whole number of sensors (Q)")
 
 
 def _check_units(scn: Scenario) -> None:
@@ -707,6 +732,9 @@ def _check_units(scn: Scenario) -> None:
         if val > TX_POWER_PLAUSIBLE_MAX_W:
             _warn(field, f"got {val:g} W, implausibly high for a sensor or machine: written in dBm? (the unit is W; "
                   "20 dBm is 0.1 W)")
+        elif val < TX_POWER_PLAUSIBLE_MIN_W:
+            _warn(field, f"got {val:g} W ({10 * np.log10(val * 1e3):.0f} dBm), implausibly low for a sensor or "
+                  "machine: written in another unit? (the unit is W; 0 dBm is 1e-3 W)")
     from .units import dbm_to_watt
 
     noise = s.noise_psd_dbm_per_hz
@@ -787,7 +815,9 @@ def load_array_density(spec: ArrayDensity, base_dir: Path | None, field: str = "
     try:
         return np.asarray(np.load(path, allow_pickle=False), dtype=float)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
-        _fail(f"{field}.file", f"{str(spec.file)!r} is not a readable .npy array ({exc})")
+        from .geo import npy_load_problem
+
+        _fail(f"{field}.file", f"{str(spec.file)!r} {npy_load_problem(path, exc)}")
 
 
 def axis_std(comp: GaussianComponent, dim: int) -> list[float]:
@@ -928,7 +958,11 @@ def _check_spread(center, tables, *, given: bool) -> None:
         def row(k: int) -> int:
             return int(t.source_rows[k]) if t.source_rows is not None else k + 1
 
-        med_lon, med_lat = float(np.median(lon)), float(np.median(lat))
+        # the median longitude taken around the centre, so that rows on both sides of the 180th meridian
+        # (179.99 and -179.99) have theirs between them, not near 0
+        c_lon = float(center[0])
+        med_lon = float((np.median((lon - c_lon + 180.0) % 360.0 - 180.0) + c_lon + 180.0) % 360.0 - 180.0)
+        med_lat = float(np.median(lat))
         d_med = _great_circle_km(med_lon, med_lat, lon, lat)
         k = int(np.argmax(d_med))
         if d_med[k] > lim:

@@ -147,8 +147,10 @@ class Solution:
         """
         import shutil
 
-        out = prepare_out_dir(out_dir)
+        existed = Path(out_dir).exists()
+        out = prepare_out_dir(out_dir, "out_dir")
         staging = Path(tempfile.mkdtemp(dir=out, prefix=".saving-"))
+        done = False
         try:
             atomic_write_text(staging / "solution.json", dumps_strict(self.to_dict()))
             atomic_write_text(staging / "servers.csv", rows_to_csv(self.server_rows(), SERVER_COLUMNS + (
@@ -165,8 +167,14 @@ class Solution:
                         os.replace(staging / name, out / name)
                     else:
                         (out / name).unlink(missing_ok=True)
+                done = True
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            if not done and not existed:  # a folder this save created stays only with the whole set in it
+                try:
+                    out.rmdir()
+                except OSError:
+                    pass
         return out
 
     def timing(self) -> dict:
