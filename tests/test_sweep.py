@@ -330,3 +330,22 @@ def test_another_sweep_into_a_folder_drops_the_earlier_summary(tmp_path):
     run_sweep(more, out, executor="serial", progress=False)
     assert not (out / "summary.csv").exists() and not list(out.glob("summary_*.png"))
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files
+
+
+def test_an_axis_mixing_lists_and_numbers_loads_as_one_type(tmp_path):
+    pytest.importorskip("pandas")
+    from edgeverse.store import ResultStore
+
+    out = tmp_path / "out"
+    out.mkdir()
+    rec = {"seed": 0, "method": "snr", "objective_ms": 1.0}
+    with ResultStore(out, ["servers.compute_hz"]) as store:
+        store.add({"servers.compute_hz": [8e9, 8e9, 16e9, 16e9]}, rec, "a")
+        store.add({"servers.compute_hz": 12e9}, rec, "b")
+    df = load_results(out)
+    assert df["servers.compute_hz"].tolist() == ["12000000000.0", "[8000000000.0,8000000000.0,16000000000.0,16000000000.0]"]
+    (out / "plain").mkdir()
+    with ResultStore(out / "plain", ["twins.count"]) as store:
+        store.add({"twins.count": 60}, rec, "c")
+        store.add({"twins.count": 30}, rec, "d")
+    assert load_results(out / "plain")["twins.count"].tolist() == [30, 60]  # numbers stay numbers
