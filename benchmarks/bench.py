@@ -27,12 +27,15 @@ Cases (synthetic cities: :func:`edgeverse.synthetic.city_scenario`):
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import math
 import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -105,7 +108,11 @@ def worker(case: str, method: str, repeat: int) -> dict:
     floor_s = min(floor_pass(problem) for _ in range(3 if problem.n_cells <= 2_000_000 else 1))
     times = []
     sol = None
-    for _ in range(max(1, repeat)):
+    for k in range(max(1, repeat)):
+        if k:  # every timed solve on a freshly built problem: its caches empty, as for a user's first solve
+            del problem, sol
+            gc.collect()
+            problem = build_problem(scn)
         t0 = time.perf_counter()
         sol = solve(problem, method)
         times.append(time.perf_counter() - t0)
@@ -132,11 +139,27 @@ def run_one(case: str, method: str, repeat: int, timeout: float) -> dict:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"case": case, "method": method, "error": f"timeout after {timeout:g} s"}
+        return error_row(case, method, f"timeout after {timeout:g} s", time.perf_counter() - t0)
     if out.returncode != 0:
-        return {"case": case, "method": method, "error": (out.stderr or out.stdout).strip().splitlines()[-1:],
-                "wall": time.perf_counter() - t0}
+        last = (out.stderr or out.stdout).strip().splitlines()[-1:]
+        return error_row(case, method, last[0] if last else f"worker exited with code {out.returncode}",
+                         time.perf_counter() - t0)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+#: The fields every JSON line has (null where a failed run does not know them).
+ROW_FIELDS = ("case", "cells", "servers", "twins", "candidates", "sparse", "method", "seconds", "seconds_all",
+              "iterations", "status", "objective_ms", "n_hosted", "certificate_rel", "hosting_gain_available",
+              "build_seconds", "floor_seconds", "ratio_to_floor", "peak_rss_mb", "numba", "threads")
+
+
+def error_row(case: str, method: str, error: str, wall: float) -> dict:
+    """A failed (case, method): every documented field, null where unknown, the error as one string."""
+    cells, servers, twins = (CASES[case][1] if CASES[case][0] == "city" else (None, None, None))
+    row = dict.fromkeys(ROW_FIELDS)
+    row.update(case=case, method=method, status="error", error=str(error), wall_seconds=wall,
+               cells=None if cells is None else cells * cells, servers=servers, twins=twins)
+    return row
 
 
 def fmt(x, nd=3):
@@ -152,7 +175,7 @@ def table(rows: list[dict]) -> str:
             "peak_rss_mb", "iter", "status", "objective_ms", "hosted", "cert_rel"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        if "error" in r:
+        if r.get("error"):
             lines.append(f"| {r['case']} | | | | | {r['method']} | error: {r['error']} |" + " |" * (len(head) - 7))
             continue
         vals = [r["case"], r["cells"], r["servers"], r["twins"], r["candidates"], r["method"], fmt(r["seconds"]),
@@ -175,8 +198,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error(f"--repeat: got {args.repeat}; at least 1 solve per case")
-    if args.timeout <= 0:
-        ap.error(f"--timeout: got {args.timeout}; must be > 0 seconds")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        ap.error(f"--timeout: got {args.timeout}; must be a finite number of seconds > 0")
     if args.worker:
         print(json.dumps(worker(args.worker[0], args.worker[1], args.repeat)))
         return 0
@@ -195,6 +218,24 @@ def main(argv=None) -> int:
             ap.error(f"--methods: unknown method {m!r}; available: {', '.join(REGISTERED)}")
     if not methods:
         ap.error("--methods: give at least one method")
+    idle = [c for c in cases if c.startswith("scale-") and not any(m in SCALING_METHODS for m in methods)]
+    if idle:
+        ap.error(f"--methods {','.join(methods)}: the scaling cases ({', '.join(idle)}) run only "
+                 f"{' and '.join(SCALING_METHODS)}; give one of them or leave those cases out")
+    staging = None
+    if args.json is not None:  # checked, and its staging file opened, before the warm-up's 10-20 s
+        target = Path(args.json)
+        if not args.json.strip():
+            ap.error("--json: got ''; give a file name")
+        if target.is_dir():
+            ap.error(f"--json: {args.json!r} is a folder; give a file name")
+        if not target.resolve().parent.is_dir():
+            ap.error(f"--json: the folder of {args.json!r} does not exist")
+        try:
+            fd, staging = tempfile.mkstemp(dir=target.resolve().parent, prefix=f".{target.name}.", suffix=".partial")
+        except OSError as exc:
+            ap.error(f"--json: cannot write next to {args.json!r} ({exc.strerror})")
+        out = os.fdopen(fd, "w")
     # warm-up: compile the numba kernels into their on-disk cache
     subprocess.run([sys.executable, "-c", "from edgeverse.synthetic import city_scenario; "
                     "from edgeverse.solution import solve; "
@@ -203,7 +244,8 @@ def main(argv=None) -> int:
                     "from edgeverse import get_preset; q = build_problem(get_preset('paper-calibrated')); "
                     "[solve(q, m) for m in ('snr', 'paper-damped')]"], check=False, capture_output=True)
     rows = []
-    out = open(args.json, "w") if args.json else None
+    if staging is None:
+        out = None
     try:
         for c in cases:
             ms = [m for m in methods if m in SCALING_METHODS] if c.startswith("scale-") else methods
@@ -215,15 +257,23 @@ def main(argv=None) -> int:
                     out.write(json.dumps(r) + "\n")
                     out.flush()
     finally:
+        # the JSON lines are written to a staging file next to --json and moved onto it at the end (also
+        # when interrupted, with the rows done so far); with no row at all an earlier file stays as it was
         if out:
             out.close()
-            if not rows:  # interrupted (or failed) before the first result: no empty file left behind
-                os.unlink(args.json)
+            if rows:
+                os.replace(staging, args.json)
+            else:
+                os.unlink(staging)
     print(table(rows))
-    scale = [r for r in rows if "error" not in r and r["case"].startswith("scale-")]
+    scale = [r for r in rows if not r.get("error") and r["case"].startswith("scale-")]
     if scale:
         print()
         print(scaling_table(scale))
+    failed = [f"{r['case']}/{r['method']}" for r in rows if r.get("error")]
+    if failed:
+        print(f"bench: {len(failed)} of {len(rows)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

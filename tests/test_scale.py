@@ -226,6 +226,16 @@ def test_optimal_multilevel_small(pair, monkeypatch):
     assert sol.to_dict() == again.to_dict()
     assert "level_seconds" not in sol.to_dict()["extra"]
     assert not any("seconds" in h for h in sol.to_dict()["history"])
+    # the starts on the coarsest level: SNR, Voronoi (and damped Algorithm 1 when that level is dense)
+    assert sol.extra["n_starts"] == sum(h["phase"].startswith("start (") for h in sol.history) in (2, 3)
+    # the multi-start options are refused, not ignored; polish_result reaches the multilevel search
+    from edgeverse.errors import EdgeverseError
+
+    for opt_kw in ({"n_starts": 3}, {"polish_mode": "batch"}, {"pt_batch": False}, {"direct": False}):
+        with pytest.raises(EdgeverseError, match=r"apply to the multi-start strategy only.*strategy='multistart'"):
+            solve(sparse, "optimal", strategy="multilevel", **opt_kw)
+    raw = solve(sparse, "optimal", strategy="multilevel", polish_result=False)
+    assert raw.extra["polish_moves"] < sol.extra["polish_moves"]
     levels = sol.timing()["level_seconds"]
     assert [lv["cells"] for lv in levels] == sorted(lv["cells"] for lv in levels) and levels[-1]["level"] == 0
     assert all(lv["seconds"] >= 0 for lv in levels)

@@ -24,6 +24,8 @@ BAD = [
     ({"sensing.n_sensors": "nan"}, r"sensing\.n_sensors: got 'nan'; input should be a finite number"),
     ({"servers.positions_m.2": [2500, 100]}, r"servers\.positions_m\[2\]: got \[2500\.0, 100\.0\], outside the zone x in \[0, 2000\] m"),
     ({"servers.positions_m.3": [500, 500]}, r"servers\.positions_m\[3\]: got \[500\.0, 500\.0\], the same position as servers\.positions_m\[0\]"),
+    ({"servers.positions_m": [[1, 1], [2, 2], [2, 2], [1, 1]]},
+     r"servers\.positions_m\[3\]: got \[1\.0, 1\.0\], the same position as servers\.positions_m\[0\]"),
     ({"servers.compute_hz": [8e9, 8e9, 16e9]}, r"servers\.compute_hz: got 3 entries; must have one per server \(4"),
     ({"servers.sensor_bandwidth_hz": [1e7] * 5}, r"servers\.sensor_bandwidth_hz: got 5 entries; must have one per server \(4"),
     ({"servers.antenna_height_m": [25, 25]}, r"servers\.antenna_height_m: got 2 entries; must have one per server"),

@@ -219,7 +219,19 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
     settings = POLISH_MODES[polish_mode] or {**POLISH_SETTINGS, "pt_batch": pt_batch}
     if strategy == "multilevel" or (strategy == "auto"
                                     and problem.n_cells * problem.n_servers > MULTISTART_MAX_ENTRIES):
-        return multilevel_optimal(problem, max_iter=max_iter, rel_tol=rel_tol, descent=descent, **kw)
+        given = [f"{k}={v!r}" for k, v, default in (("n_starts", n_starts, None), ("polish_mode", polish_mode, "sweep"),
+                                                     ("pt_batch", pt_batch, True), ("direct", direct, True))
+                 if v != default]
+        if given:
+            from .errors import EdgeverseError
+
+            why = ("strategy='multilevel'" if strategy == "multilevel" else
+                   f"strategy='auto' above {MULTISTART_MAX_ENTRIES:.0e} cells x servers (this problem has "
+                   f"{problem.n_cells * problem.n_servers:.3g})")
+            raise EdgeverseError(f"optimal: {', '.join(given)} apply to the multi-start strategy only, and this "
+                                 f"solve is multilevel ({why}); leave them out, or pass strategy='multistart'")
+        return multilevel_optimal(problem, max_iter=max_iter, rel_tol=rel_tol, descent=descent,
+                                  polish_result=polish_result, **kw)
     max_iter = max(problem.scenario.solver.max_iter, 100) if max_iter is None else int(max_iter)
     starts: list[tuple[str, np.ndarray]] = []
     for name in ("snr", "voronoi", "paper-damped", "paper"):
@@ -440,9 +452,11 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
     history: list = []
     # starts on the coarsest level
     best = None
+    n_starts = 0
     for name in ("snr", "voronoi", "paper-damped"):
         if name == "paper-damped" and coarse.sparse and not COARSE_DAMPED_START_SPARSE:
             continue
+        n_starts += 1
         cs0 = METHODS[name](coarse).cell_server
         ev0 = quick_evaluate(coarse, cs0)[1]
         history.append({"iteration": len(history), "phase": f"start ({name}, level {levels.depth})",
@@ -488,8 +502,9 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
         if _key(ev_o) < _key(ev):
             cs, ev, label = other, ev_o, name
     cert = certificate(problem, cs)
-    if cert.max_decrease_rel > 1e-9 or cert.hosting_gain_available > 0:
-        status = MAX_ITER
+    # the status is the full grid's: a certified single-move optimum is converged even when the coarse
+    # level's descent stopped at its cap (its message says so)
+    status = MAX_ITER if cert.max_decrease_rel > 1e-9 or cert.hosting_gain_available > 0 else CONVERGED
     capped = ""
     if status == MAX_ITER and final_cap[1]:
         capped = (f"; the full-grid polish stopped at its cap of {final_cap[0]} rounds "
@@ -497,6 +512,6 @@ def multilevel_optimal(problem: Problem, *, max_iter: int | None = None, rel_tol
     message = (f"multilevel over {len(chain)} level(s) (coarsest {coarse.grid.shape}); start {label}"
                + (f"; {message}" if message else "") + f"; polish made {n_moves_total} single-cell moves; "
                f"certificate {cert.max_decrease_rel:.3g} (relative)" + capped)
-    extra = {"certificate": cert.to_dict(), "best_start": label, "polish_moves": n_moves_total, "n_starts": 3,
+    extra = {"certificate": cert.to_dict(), "best_start": label, "polish_moves": n_moves_total, "n_starts": n_starts,
              "strategy": "multilevel", "levels": [list(p.grid.shape) for p in chain], "level_seconds": level_seconds}
     return MethodResult(cs, status, max(total_it, 1), history, message, extra)

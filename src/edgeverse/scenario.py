@@ -628,11 +628,12 @@ def _check_consistency(scn: Scenario, base_dir: Path | None) -> None:
                 f"got {p}, outside the zone x in [{lo[0]:g}, {hi[0]:g}] m, y in [{lo[1]:g}, {hi[1]:g}] m",
             )
     pos = np.array(s.positions_m, dtype=float)
-    for i in range(n):
-        d = np.hypot(*(pos[i + 1 :] - pos[i]).T) if i + 1 < n else np.array([])
-        same = np.flatnonzero(d < 1e-6)
-        if same.size:
-            j = i + 1 + int(same[0])
+    if n > 1:  # pairs closer than 1e-6 m from a k-d tree (a double loop took a minute at 1e5 servers)
+        from scipy.spatial import cKDTree
+
+        pairs = cKDTree(pos).query_pairs(1e-6, output_type="ndarray")
+        if len(pairs):
+            i, j = (int(v) for v in pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))[0]])
             _fail(f"servers.positions_m[{j}]", f"got {s.positions_m[j]}, the same position as servers.positions_m[{i}]; "
                   "servers must be at distinct positions")
     for name in ("compute_hz", "sensor_bandwidth_hz", "noise_psd_dbm_per_hz", "antenna_height_m", "names"):
