@@ -9,7 +9,9 @@ communication cost computed from the geometry at its best server and summed
 with its mass - the least any method must do, since the evaluator does it
 for the chosen partition), then the solve (``seconds``: ``solve(problem,
 method)``, certificate included; the median of ``--repeat`` runs on small
-cases) and reports its own peak RSS (``ru_maxrss``).  Numba's compiled kernels
+cases, each on a freshly built problem, so that every timed solve starts with
+the problem's caches empty as a user's first solve does) and reports its own
+peak RSS (``ru_maxrss``).  Numba's compiled kernels
 are cached on disk; a warm-up process compiles them first, and each worker
 loads them (one solve of a tiny problem) before it builds the case, so neither
 JIT nor cache-loading time is in the numbers.  With ``--json`` one JSON object per line is written with at
