@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     if idle:
         ap.error(f"--methods {','.join(methods)}: the scaling cases ({', '.join(idle)}) run only "
                  f"{' and '.join(SCALING_METHODS)}; give one of them or leave those cases out")
-    staging = None
+    staging, out = None, None
     if args.json is not None:  # checked, and its staging file opened, before the warm-up's 10-20 s
         target = Path(args.json)
         if not args.json.strip():
@@ -246,8 +246,6 @@ def main(argv=None) -> int:
                     "from edgeverse import get_preset; q = build_problem(get_preset('paper-calibrated')); "
                     "[solve(q, m) for m in ('snr', 'paper-damped')]"], check=False, capture_output=True)
     rows = []
-    if staging is None:
-        out = None
     try:
         for c in cases:
             ms = [m for m in methods if m in SCALING_METHODS] if c.startswith("scale-") else methods

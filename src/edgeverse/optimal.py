@@ -26,6 +26,8 @@ rendering compute psi, as
 
 from __future__ import annotations
 
+import inspect
+
 import time
 import warnings
 from typing import Any
@@ -219,9 +221,9 @@ def optimal_method(problem: Problem, *, max_iter: int | None = None, rel_tol: fl
     settings = POLISH_MODES[polish_mode] or {**POLISH_SETTINGS, "pt_batch": pt_batch}
     if strategy == "multilevel" or (strategy == "auto"
                                     and problem.n_cells * problem.n_servers > MULTISTART_MAX_ENTRIES):
-        given = [f"{k}={v!r}" for k, v, default in (("n_starts", n_starts, None), ("polish_mode", polish_mode, "sweep"),
-                                                     ("pt_batch", pt_batch, True), ("direct", direct, True))
-                 if v != default]
+        passed = {"n_starts": n_starts, "polish_mode": polish_mode, "pt_batch": pt_batch, "direct": direct}
+        defaults = inspect.signature(optimal_method).parameters
+        given = [f"{k}={v!r}" for k, v in passed.items() if v != defaults[k].default]
         if given:
             from .errors import EdgeverseError
 

@@ -727,6 +727,8 @@ def _check_units(scn: Scenario) -> None:
         bad = [v for v in (val if isinstance(val, list) else [val]) if v is not None and 0 < v < low]
         if bad:
             _warn(field, f"got {bad[0]:g} Hz, implausibly low: written in another unit? (the unit is Hz; {example})")
+    from .units import dbm_to_watt, watt_to_dbm
+
     powers = [("sensing.tx_power_w", scn.sensing.tx_power_w)]
     powers += [(f"twins.types[{i}].tx_power_w", t.tx_power_w) for i, t in enumerate(scn.twins.types)]
     for field, val in powers:
@@ -734,9 +736,8 @@ def _check_units(scn: Scenario) -> None:
             _warn(field, f"got {val:g} W, implausibly high for a sensor or machine: written in dBm? (the unit is W; "
                   "20 dBm is 0.1 W)")
         elif val < TX_POWER_PLAUSIBLE_MIN_W:
-            _warn(field, f"got {val:g} W ({10 * np.log10(val * 1e3):.0f} dBm), implausibly low for a sensor or "
+            _warn(field, f"got {val:g} W ({float(watt_to_dbm(val)):.0f} dBm), implausibly low for a sensor or "
                   "machine: written in another unit? (the unit is W; 0 dBm is 1e-3 W)")
-    from .units import dbm_to_watt
 
     noise = s.noise_psd_dbm_per_hz
     for i, v in enumerate(noise if isinstance(noise, list) else [noise]):

@@ -254,7 +254,7 @@ def load_results(out_dir: str | Path, *, keys: Iterable[str] | None = None, deco
         rows = [r for r in rows if r["key"] in wanted]
     for a in axes:  # an axis mixing lists (stored as JSON text) and numbers: all its values as JSON text,
         vals = [r.get(a) for r in rows]  # so that the column has one type (and sorts without mixing them)
-        if any(isinstance(v, str) and v[:1] in "[{" for v in vals) and any(
+        if any(isinstance(v, str) and v.startswith(("[", "{")) for v in vals) and any(
                 v is not None and not isinstance(v, str) for v in vals):
             for r in rows:
                 if r.get(a) is not None and not isinstance(r[a], str):
